@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Reading kernel structures without kernel headers.
+ *
+ * Every offset comes from the running kernel's BTF: tracer/kernel.py passes
+ * -DOFF_<NAME>=<bytes> (and SHIFT_/MASK_ for small or bit fields) for each
+ * name used here. Nothing in this file knows a kernel version; where kernels
+ * differ, user space decides and passes a switch:
+ *   RST_HAVE_REASON   tcp_send_reset has an `enum sk_rst_reason` argument
+ *                     (6.10, "tcp: rstreason: ..." series).
+ *   RST_HAVE_IO_TP    sock:sock_send_length/sock_recv_length exist (6.3,
+ *                     "net: socket: add tracepoints for send/recv length").
+ *   RST_USE_RINGBUF   BPF ring buffer (5.8) instead of a perf buffer.
+ */
+#ifndef RST_COMPAT_H
+#define RST_COMPAT_H
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define RD(base, off, type) ({						\
+	type __v = 0;							\
+	bpf_probe_read_kernel(&__v, sizeof(__v), (void *)((u64)(base) + (off))); \
+	__v;								\
+})
+
+/* A field that may be a bitfield or narrower than 32 bits: read the aligned
+ * 32-bit word that holds it and extract (little-endian layout). */
+#define RD_FIELD(base, NAME)						\
+	((RD(base, OFF_##NAME, u32) >> SHIFT_##NAME) & MASK_##NAME)
+
+#define RST_TCP_ESTABLISHED	1
+#define RST_TCP_SYN_SENT	2
+#define RST_TCP_SYN_RECV	3
+#define RST_TCP_FIN_WAIT1	4
+#define RST_TCP_FIN_WAIT2	5
+#define RST_TCP_TIME_WAIT	6
+#define RST_TCP_CLOSE		7
+#define RST_TCP_CLOSE_WAIT	8
+#define RST_TCP_LAST_ACK	9
+#define RST_TCP_LISTEN		10
+#define RST_TCP_CLOSING		11
+#define RST_TCP_NEW_SYN_RECV	12
+
+#define RST_AF_INET		2
+#define RST_AF_INET6		10
+#define RST_IPPROTO_TCP		6
+#define RST_SOCK_STREAM		1
+#define RST_SIGPIPE		13
+#define RST_PF_KTHREAD		0x00200000
+
+static __always_inline u16 rst_ntohs(u16 v)
+{
+	return (v >> 8) | (v << 8);
+}
+
+static __always_inline u32 rst_sk_netns(const void *sk)
+{
+	u64 net = RD(sk, OFF_SK_NET, u64);
+
+	return net ? RD(net, OFF_NET_INUM, u32) : 0;
+}
+
+static __always_inline u32 rst_task_netns(u64 task)
+{
+	u64 nsproxy = RD(task, OFF_TASK_NSPROXY, u64);
+	u64 net;
+
+	if (!nsproxy)
+		return 0;
+	net = RD(nsproxy, OFF_NSPROXY_NET, u64);
+	return net ? RD(net, OFF_NET_INUM, u32) : 0;
+}
+
+/* Inode number of the socket's file: struct socket sits first in socket_alloc,
+ * followed by its inode. 0 once the socket is orphaned. */
+static __always_inline u64 rst_sk_ino(const void *sk)
+{
+	u64 sock = RD(sk, OFF_SK_SOCKET, u64);
+
+	if (!sock)
+		return 0;
+	return RD(sock - OFF_SOCKET_ALLOC_SOCKET + OFF_SOCKET_ALLOC_INODE, OFF_INODE_INO, u64);
+}
+
+#endif /* RST_COMPAT_H */

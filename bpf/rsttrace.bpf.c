@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rsttrace: explain TCP resets. Maps, the shared emit/filter path, and the
+ * hooks (one header each). Compiled by bcc; see compat.h for how struct
+ * offsets arrive without kernel headers.
+ */
+#include "rsttrace.h"
+#include "compat.h"
+
+#ifndef RST_RING_PAGES
+#define RST_RING_PAGES 2048
+#endif
+#ifndef RST_TRACK_MAX
+#define RST_TRACK_MAX 65536
+#endif
+
+#ifdef RST_USE_RINGBUF
+BPF_RINGBUF_OUTPUT(rst_events, RST_RING_PAGES);
+#else
+BPF_PERF_OUTPUT(rst_events);
+#endif
+
+BPF_PERCPU_ARRAY(rst_stats, u64, RST_STAT_MAX);
+BPF_ARRAY(rst_cfg, struct rst_config, 1);
+BPF_HASH(rst_pids, u32, u8, 1024);
+BPF_HASH(rst_ports, u16, u8, 1024);
+
+/* Sockets with something abnormal already reported: their later events (errors,
+ * destruction) pass the filters and mark the end of their life. Only these
+ * sockets cost map space; normal connections never enter. */
+BPF_TABLE("lru_hash", u64, u64, rst_tracked, RST_TRACK_MAX);
+
+/* Peers of reported sockets, keyed by the peer's own view of the 4-tuple, so
+ * that a pid or comm filter also lets through the other end's events. */
+struct rst_tuple {
+	u8 saddr[16];
+	u8 daddr[16];
+	u16 sport;
+	u16 dport;
+};
+BPF_TABLE("lru_hash", struct rst_tuple, u8, rst_peers, 4096);
+/* Processes whose sockets are reported: their signal deaths pass too. */
+BPF_TABLE("lru_hash", u32, u8, rst_tgids, 4096);
+
+/* SIGPIPE is generated inside the send before sock_send_length fires for the
+ * same call: keep it per thread until the send's result arrives. */
+struct rst_sig {
+	u64 ts;
+	u32 result;
+};
+BPF_TABLE("lru_hash", u32, struct rst_sig, rst_sigstash, 4096);
+
+/*
+ * Who is `current`? Softirqs (the receive path of loopback and veth, every TCP
+ * timer) run on top of whatever task was interrupted, so an event there must
+ * not be pinned on that task. Softirqs never nest on a CPU: a per-CPU flag set
+ * at softirq_entry and cleared at softirq_exit says where we are. (Comparing
+ * the frame address with the task stack does not work: tracing programs with
+ * a large stack run on a per-CPU private stack since 6.13.)
+ */
+BPF_PERCPU_ARRAY(rst_in_softirq, u32, 1);
+
+RAW_TRACEPOINT_PROBE(softirq_entry)
+{
+	int zero = 0;
+	u32 *flag = rst_in_softirq.lookup(&zero);
+
+	if (flag)
+		*flag = 1;
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(softirq_exit)
+{
+	int zero = 0;
+	u32 *flag = rst_in_softirq.lookup(&zero);
+
+	if (flag)
+		*flag = 0;
+	return 0;
+}
+
+static __always_inline u8 rst_context(void)
+{
+	int zero = 0;
+	u32 *flag = rst_in_softirq.lookup(&zero);
+
+	if (flag && *flag)
+		return RST_CTX_IRQ;
+	if (RD(bpf_get_current_task(), OFF_TASK_FLAGS, u32) & RST_PF_KTHREAD)
+		return RST_CTX_KTHREAD;
+	return RST_CTX_TASK;
+}
+
+static __always_inline void rst_count(int idx)
+{
+	u64 *v = rst_stats.lookup(&idx);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void rst_fill_task(struct rst_event *e)
+{
+	u64 id = bpf_get_current_pid_tgid();
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->ctx = rst_context();
+	e->sig_result = RST_SIG_NONE;
+	e->reason = RST_REASON_NONE;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+/* Addresses and ports from the sock_common part, valid for full sockets and
+ * for timewait/request minisocks alike. */
+static __always_inline void rst_fill_common(struct rst_event *e, const void *sk)
+{
+	e->skaddr = (u64)sk;
+	e->family = RD_FIELD(sk, SKC_FAMILY);
+	e->netns = rst_sk_netns(sk);
+	e->dport = rst_ntohs(RD(sk, OFF_SKC_DPORT, u16));
+	e->sport = RD(sk, OFF_SKC_NUM, u16);
+	if (e->family == RST_AF_INET6) {
+		bpf_probe_read_kernel(e->saddr, 16, (void *)((u64)sk + OFF_SKC_V6_RCV_SADDR));
+		bpf_probe_read_kernel(e->daddr, 16, (void *)((u64)sk + OFF_SKC_V6_DADDR));
+	} else {
+		bpf_probe_read_kernel(e->saddr, 4, (void *)((u64)sk + OFF_SKC_RCV_SADDR));
+		bpf_probe_read_kernel(e->daddr, 4, (void *)((u64)sk + OFF_SKC_DADDR));
+	}
+}
+
+/* A full TCP socket: also the port from inet_sock (skc_num is already 0 once
+ * the socket is unhashed on its way to CLOSE), state, flags and inode. */
+static __always_inline void rst_fill_sock(struct rst_event *e, const void *sk)
+{
+	u64 flags = RD(sk, OFF_SKC_FLAGS, u64);
+
+	rst_fill_common(e, sk);
+	e->sport = rst_ntohs(RD(sk, OFF_INET_SPORT, u16));
+	e->newstate = RD_FIELD(sk, SKC_STATE);
+	if (flags & (1ULL << RST_SOCK_DONE))
+		e->flags |= RST_F_FIN;
+	if (flags & (1ULL << RST_SOCK_DEAD))
+		e->flags |= RST_F_ORPHAN;
+	if ((flags & (1ULL << RST_SOCK_LINGER)) && RD(sk, OFF_SK_LINGERTIME, u64) == 0)
+		e->flags |= RST_F_LINGER0;
+	e->ino = rst_sk_ino(sk);
+}
+
+static __always_inline int rst_is_tcp(const void *sk)
+{
+	return RD_FIELD(sk, SK_PROTOCOL) == RST_IPPROTO_TCP &&
+	       RD_FIELD(sk, SK_TYPE) == RST_SOCK_STREAM;
+}
+
+static __always_inline void rst_peer_key(struct rst_tuple *k, const struct rst_event *e)
+{
+	__builtin_memcpy(k->saddr, e->daddr, 16);
+	__builtin_memcpy(k->daddr, e->saddr, 16);
+	k->sport = e->dport;
+	k->dport = e->sport;
+}
+
+/*
+ * The filters. Socket events: netns and ports are exact. pid/comm can only be
+ * judged in task context; interrupt-context events (an RST arriving on
+ * loopback runs in the sender's system call) pass and user space decides, and
+ * a socket already reported, or the peer of one, passes whatever task touches
+ * it. Returns 1 to emit.
+ */
+static __always_inline int rst_pass(const struct rst_event *e)
+{
+	int zero = 0;
+	struct rst_config *cfg = rst_cfg.lookup(&zero);
+	struct rst_tuple key = {};
+
+	if (!cfg)
+		return 1;
+	if (cfg->netns && e->netns != cfg->netns)
+		return 0;
+	if (e->skaddr && cfg->want_port) {
+		u16 sport = e->sport, dport = e->dport;
+
+		if (!rst_ports.lookup(&sport) && !rst_ports.lookup(&dport))
+			return 0;
+	}
+	if (!cfg->want_pid && !cfg->want_comm)
+		return 1;
+	if (e->skaddr) {
+		u64 sk = e->skaddr;
+
+		if (rst_tracked.lookup(&sk))
+			return 1;
+		__builtin_memcpy(key.saddr, e->saddr, 16);
+		__builtin_memcpy(key.daddr, e->daddr, 16);
+		key.sport = e->sport;
+		key.dport = e->dport;
+		if (rst_peers.lookup(&key))
+			return 1;
+		if (e->ctx != RST_CTX_TASK)
+			return 1;
+	} else {
+		u32 tgid = e->pid;
+
+		if (rst_tgids.lookup(&tgid))
+			return 1;
+	}
+	if (cfg->want_pid) {
+		u32 tgid = e->pid;
+
+		if (!rst_pids.lookup(&tgid))
+			return 0;
+	}
+	if (cfg->want_comm) {
+		for (int i = 0; i < 16; i++) {
+			if (e->comm[i] != cfg->comm[i])
+				return 0;
+			if (!e->comm[i])
+				break;
+		}
+	}
+	return 1;
+}
+
+/* Filter, remember the socket (and its peer and owner) as followed, send. */
+static __always_inline void rst_emit(void *ctx, struct rst_event *e)
+{
+	u8 one = 1;
+
+	if (!rst_pass(e)) {
+		rst_count(RST_STAT_FILTERED);
+		return;
+	}
+	if (e->skaddr && !(e->flags & RST_F_NOSK)) {
+		u64 sk = e->skaddr, ts = e->ts_ns;
+		struct rst_tuple key = {};
+
+		rst_tracked.update(&sk, &ts);
+		rst_peer_key(&key, e);
+		rst_peers.update(&key, &one);
+	}
+	if (e->ctx == RST_CTX_TASK && e->kind == RST_EV_IO_ERROR) {
+		u32 tgid = e->pid;
+
+		rst_tgids.update(&tgid, &one);
+	}
+#ifdef RST_USE_RINGBUF
+	/* No wakeup: the reader drains on a short timer. Waking it costs the
+	 * traced workload far more than the event itself (shared/PERF.md). */
+	if (rst_events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP) < 0)
+		rst_count(RST_STAT_LOST);
+	else
+		rst_count(RST_STAT_EMITTED);
+#else
+	if (rst_events.perf_submit(ctx, e, sizeof(*e)) < 0)
+		rst_count(RST_STAT_LOST);
+	else
+		rst_count(RST_STAT_EMITTED);
+#endif
+}
+
+/*
+ * Map access for the hooks. bcc rewrites map method calls only in this file,
+ * not in headers it includes, so the hooks go through these.
+ */
+static __always_inline int rst_is_tracked(u64 sk)
+{
+	return rst_tracked.lookup(&sk) != NULL;
+}
+
+static __always_inline void rst_untrack(u64 sk)
+{
+	rst_tracked.delete(&sk);
+}
+
+static __always_inline void rst_stash_sigpipe(u32 tid, u32 result)
+{
+	struct rst_sig st = { .ts = bpf_ktime_get_ns(), .result = result };
+
+	rst_sigstash.update(&tid, &st);
+}
+
+/* The SIGPIPE result generated by this thread's current send, if any. */
+static __always_inline int rst_take_sigpipe(u32 tid, u64 now)
+{
+	struct rst_sig *st = rst_sigstash.lookup(&tid);
+	int result = -1;
+
+	if (!st)
+		return -1;
+	if (now - st->ts < 50000000ULL)
+		result = st->result;
+	rst_sigstash.delete(&tid);
+	return result;
+}
+
+#include "hooks/state.h"
+#include "hooks/reset.h"
+#include "hooks/io.h"
+#include "hooks/signal.h"

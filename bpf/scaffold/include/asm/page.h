@@ -1,0 +1,2 @@
+/* rsttrace scaffold: helpers.h wants PAGE_SIZE. */
+#define PAGE_SIZE 4096

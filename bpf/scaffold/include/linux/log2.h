@@ -1,0 +1,1 @@
+/* rsttrace scaffold: nothing from log2.h is used. */

@@ -1,0 +1,1 @@
+/* rsttrace scaffold: nothing from if_packet.h is used. */

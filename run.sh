@@ -1,0 +1,38 @@
+#!/bin/sh
+# Install everything rsttrace needs on Debian 12 (as root), then run a job:
+#   ./run.sh demo    install, then trace the built-in seed scenario
+#   ./run.sh test    install, then run the whole test suite
+#   ./run.sh setup   install only
+set -eu
+cd "$(dirname "$0")"
+job=${1:-setup}
+[ $# -gt 0 ] && shift
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "run.sh: needs root (apt-get, BPF, network namespaces): sudo ./run.sh $job" >&2
+	exit 3
+fi
+
+need=""
+for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+	echo "run.sh: installing$need" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+# Debian's python3 sees bcc (python3-bpfcc); the venv inherits it.
+if [ ! -x .venv/bin/python ]; then
+	/usr/bin/python3 -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+ln -sf "$(pwd)/.venv/bin/rsttrace" /usr/local/bin/rsttrace
+
+case "$job" in
+	setup) echo "run.sh: installed; try: sudo rsttrace demo" >&2 ;;
+	demo) exec .venv/bin/rsttrace demo "$@" ;;
+	test) exec .venv/bin/python -m pytest -ra "$@" ;;
+	*) echo "run.sh: unknown job '$job' (setup, demo, test)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,5 @@
+"""`python -m tracer` is `rsttrace`."""
+
+from .cli import run
+
+run()

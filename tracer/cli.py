@@ -1,0 +1,197 @@
+"""Command line: `rsttrace` traces live; `demo`, `doctor` and friends are subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from . import render
+from .config import Config, Filters, build_filters
+from .errors import ExitStatus, NotRoot, RsttraceError
+
+BANNER = "Tracing TCP resets ({plan} plan). Ctrl-C to end."
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRoot("rsttrace loads BPF programs and needs root: run it with sudo")
+
+
+def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
+    from .session import Session, Sinks
+    from .tracefile import TraceWriter, header
+
+    session = Session(cfg)
+    writer = None
+    sinks = Sinks()
+
+    def on_incident(inc: dict) -> None:
+        if cfg.json:
+            term.data(render.to_json(inc))
+        elif not cfg.quiet:
+            term.chain(render.chain_lines(inc))
+        if writer:
+            writer.write([inc])
+
+    def on_lost(total: int) -> None:
+        term.note(f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete")
+
+    sinks.on_incident = on_incident
+    sinks.on_lost = on_lost
+    session.sinks = sinks
+    session.install_signal_handlers()
+    session.start()
+    if cfg.output:
+        writer = TraceWriter(cfg.output, header(session.plan.describe(), cfg.filters.describe(),
+                                                session.wall_offset_ns))
+        sinks.on_event = lambda ev: writer.write([ev.to_dict()])
+    term.note(BANNER.format(plan=session.plan.name))
+    try:
+        if scenario is not None:
+            done = threading.Event()
+            result: dict = {}
+
+            def work():
+                try:
+                    result["value"] = scenario()
+                except BaseException as e:  # reported below, in the main thread
+                    result["error"] = e
+                finally:
+                    done.set()
+            threading.Thread(target=work, daemon=True).start()
+            session.run(until=lambda: done.is_set() and not session.correlator.open)
+            session.scenario_result = result
+        else:
+            session.run()
+    finally:
+        session.stop()
+        if writer:
+            writer.write([{"type": "summary", "stats": session.final_stats,
+                           "incidents": len(session.incidents)}])
+            writer.close()
+        for line in render.summary(session.incidents, session.final_stats):
+            term.note(line)
+    return session
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "--pid", "pids", multiple=True, help="Only incidents where this process is culprit or victim.")
+@click.option("-c", "--comm", help="Only incidents where a process with this name is culprit or victim.")
+@click.option("-P", "--port", "ports", multiple=True, help="Only connections with this local or remote port.")
+@click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write events and incidents as JSON Lines to FILE.")
+@click.option("-w", "--wide", is_flag=True, help="Do not fold lines at 80 columns.")
+@click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
+              help="Seconds of quiet after which an incident is reported.")
+@click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds.")
+@click.option("--plan", "force_plan", type=click.Choice(["auto", "tracepoint"]), default="auto",
+              help="Force the tracepoint-only attach plan.")
+@click.option("--ready-file", type=click.Path(path_type=Path), hidden=True)
+@click.pass_context
+def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration, force_plan, ready_file):
+    """Explain TCP resets live: who closed with unread data, what the peer got."""
+    ctx.ensure_object(dict)
+    ctx.obj["wide"] = wide
+    if ctx.invoked_subcommand is not None:
+        return
+    from .terminal import Terminal
+
+    term = Terminal(wide)
+    filters = build_filters(pids, comm, ports, netns)
+    _require_root()
+    cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
+                 ready_file=ready_file, duration=duration,
+                 force_plan=None if force_plan == "auto" else force_plan)
+    _run_session(cfg, term)
+
+
+@main.command()
+@click.option("--unread", default=1000, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.pass_context
+def demo(ctx, unread):
+    """Reproduce the seed scenario in a private network namespace while tracing it."""
+    from . import scenarios
+    from .terminal import Terminal
+
+    term = Terminal(ctx.obj.get("wide", False))
+    _require_root()
+    scenarios.build_workloads()
+    with scenarios.Netns("rstdemo") as ns:
+        term.note(f"demo: server and client in network namespace {ns.name}; the server closes "
+                  f"with {unread} bytes unread, the client (default SIGPIPE) keeps writing")
+        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5)
+        session = _run_session(cfg, term, scenario=lambda: scenarios.unread_close(ns, unread=unread))
+    res = session.scenario_result
+    if "error" in res:
+        raise RsttraceError(f"demo workload failed: {res['error']}")
+    found = [i for i in session.incidents
+             if i["kind"] == "abort-on-close" and i["bytes_discarded"] == unread]
+    if not found:
+        raise RsttraceError("demo: the expected incident was not seen")
+
+
+@main.command()
+def doctor():
+    """Say what this kernel offers and which attach plan rsttrace would use, and why."""
+    from .kernel import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, KernelFeatures, find_tracefs
+    from .probes import choose_plan
+
+    lines = []
+    feats = KernelFeatures.probe()
+    lines.append(f"kernel {feats.release}; BTF at {feats.btf_path}: struct offsets come from it")
+    tfs = find_tracefs()
+    lines.append(f"tracefs: {'mounted at ' + str(tfs) if tfs else 'not mounted (rsttrace mounts it)'}")
+    for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS):
+        n = feats.tracepoints.get(tp)
+        lines.append(f"  tracepoint {tp}: {'present, %d args' % n if n is not None else 'MISSING'}")
+    reasons = feats.rst_reasons()
+    lines.append(f"reset reasons: {len(reasons)} from BTF enum sk_rst_reason" if reasons
+                 else "reset reasons: none in this kernel (before 6.10); kinds come from the close path")
+    if os.geteuid() != 0:
+        lines.append("not root: attach trials skipped (run with sudo to try kprobes and fentry)")
+        click.echo("\n".join(lines))
+        return
+    plan = choose_plan(feats)
+    for t in plan.trials:
+        lines.append(f"trial {t.name}: {'works' if t.ok else 'refused'} ({t.detail})")
+    lines.append(f"chosen plan: {plan.name}: " + {
+        "tracepoint": "tracepoints and raw tracepoints only; the close with unread data is "
+                      "read at the socket's move to CLOSE (rcv_nxt - copied_seq), the reset from "
+                      "tcp:tcp_send_reset",
+    }.get(plan.name, plan.name))
+    if any(t.ok for t in plan.trials):
+        lines.append("note: kprobe/fentry hooks are not used yet; the tracepoint plan gives the same incidents")
+    for m in plan.missing:
+        lines.append(f"degraded: {m}")
+    click.echo("\n".join(lines))
+
+
+def run() -> None:
+    """Console-script entry: one-line errors with distinct exit codes, never a traceback."""
+    from .terminal import Terminal
+
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(ExitStatus.ERROR)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(ExitStatus.USAGE)
+    except RsttraceError as e:
+        Terminal().error(str(e))
+        sys.exit(e.status)
+    except KeyboardInterrupt:
+        sys.exit(ExitStatus.OK)
+    sys.exit(ExitStatus.OK)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,63 @@
+"""Exit statuses and the exceptions that map to them (one place, used by the CLI)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2  # click's own code for bad options
+    NOT_ROOT = 3
+    NO_BTF = 4
+    NO_TRACEFS = 5
+    NO_TRACEPOINT = 6
+    NO_BCC = 7
+    BPF_LOAD = 8
+    BAD_FILTER = 9
+    BAD_TRACE = 10
+    NO_COMPILER = 11
+
+
+class RsttraceError(Exception):
+    """An error the user can act on: printed as one line, no traceback."""
+
+    status = ExitStatus.ERROR
+
+    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class NotRoot(RsttraceError):
+    status = ExitStatus.NOT_ROOT
+
+
+class NoBtf(RsttraceError):
+    status = ExitStatus.NO_BTF
+
+
+class NoTracefs(RsttraceError):
+    status = ExitStatus.NO_TRACEFS
+
+
+class NoTracepoint(RsttraceError):
+    status = ExitStatus.NO_TRACEPOINT
+
+
+class NoBcc(RsttraceError):
+    status = ExitStatus.NO_BCC
+
+
+class BpfLoadError(RsttraceError):
+    status = ExitStatus.BPF_LOAD
+
+
+class BadFilter(RsttraceError):
+    status = ExitStatus.BAD_FILTER
+
+
+class BadTrace(RsttraceError):
+    status = ExitStatus.BAD_TRACE

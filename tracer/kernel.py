@@ -1,0 +1,226 @@
+"""What the running kernel offers: BTF offsets, tracepoints, tracefs, and the bcc build scaffold."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .btf import VMLINUX_BTF, Btf, BtfError
+from .errors import NoBtf, NoTracefs, NoTracepoint
+
+BPF_DIR_CANDIDATES = (
+    Path(__file__).resolve().parent / "bpf",  # installed wheel (hatch force-include)
+    Path(__file__).resolve().parent.parent / "bpf",  # source checkout
+)
+
+# (macro, struct, member path): byte offsets handed to the C side as -DOFF_<macro>.
+OFFSETS = (
+    ("TASK_STACK", "task_struct", "stack"),
+    ("TASK_FLAGS", "task_struct", "flags"),
+    ("TASK_PID", "task_struct", "pid"),
+    ("TASK_EXIT_CODE", "task_struct", "exit_code"),
+    ("TASK_NSPROXY", "task_struct", "nsproxy"),
+    ("NSPROXY_NET", "nsproxy", "net_ns"),
+    ("NET_INUM", "net", "ns.inum"),
+    ("SK_NET", "sock_common", "skc_net"),
+    ("SKC_DPORT", "sock_common", "skc_dport"),
+    ("SKC_NUM", "sock_common", "skc_num"),
+    ("SKC_DADDR", "sock_common", "skc_daddr"),
+    ("SKC_RCV_SADDR", "sock_common", "skc_rcv_saddr"),
+    ("SKC_V6_DADDR", "sock_common", "skc_v6_daddr"),
+    ("SKC_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
+    ("SKC_FLAGS", "sock_common", "skc_flags"),
+    ("SK_LINGERTIME", "sock", "sk_lingertime"),
+    ("SK_ERR", "sock", "sk_err"),
+    ("SK_SOCKET", "sock", "sk_socket"),
+    ("INET_SPORT", "inet_sock", "inet_sport"),
+    ("TCP_RCV_NXT", "tcp_sock", "rcv_nxt"),
+    ("TCP_COPIED_SEQ", "tcp_sock", "copied_seq"),
+    ("SOCKET_ALLOC_SOCKET", "socket_alloc", "socket"),
+    ("SOCKET_ALLOC_INODE", "socket_alloc", "vfs_inode"),
+    ("INODE_INO", "inode", "i_ino"),
+    ("KSIGACTION_HANDLER", "k_sigaction", "sa.sa_handler"),
+    ("SKB_HEAD", "sk_buff", "head"),
+    ("SKB_NETWORK_HEADER", "sk_buff", "network_header"),
+    ("SKB_TRANSPORT_HEADER", "sk_buff", "transport_header"),
+    ("SKB_DEV", "sk_buff", "dev"),
+    ("NETDEV_NET", "net_device", "nd_net"),
+)
+
+# Small or bit fields: -DOFF_/SHIFT_/MASK_<macro> to extract them from an aligned u32.
+FIELDS = (
+    ("SKC_FAMILY", "sock_common", "skc_family"),
+    ("SKC_STATE", "sock_common", "skc_state"),
+    ("SK_PROTOCOL", "sock", "sk_protocol"),
+    ("SK_TYPE", "sock", "sk_type"),
+)
+
+# Bits of enum sock_flags the C side tests (values differ between kernels).
+SOCK_FLAGS = ("SOCK_DEAD", "SOCK_DONE", "SOCK_LINGER")
+
+# Tracepoints by role. Each entry: (tracepoint, needed). Unneeded ones degrade a feature.
+TRACEPOINTS = {
+    "inet_sock_set_state": "sock",
+    "tcp_destroy_sock": "tcp",
+    "tcp_send_reset": "tcp",
+    "tcp_receive_reset": "tcp",
+    "inet_sk_error_report": "sock",
+    "sock_send_length": "sock",
+    "sock_recv_length": "sock",
+    "signal_generate": "signal",
+    "signal_deliver": "signal",
+    "sched_process_exit": "sched",
+}
+REQUIRED_TRACEPOINTS = ("inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset",
+                        "tcp_destroy_sock", "signal_generate", "sched_process_exit")
+OPTIONAL_TRACEPOINTS = {
+    "inet_sk_error_report": "timeouts and error reports (kernel 5.14+)",
+    "sock_send_length": "the peer's send errors (kernel 6.3+)",
+    "sock_recv_length": "the peer's recv errors (kernel 6.3+)",
+    "signal_deliver": "SIGPIPE handled by a handler",
+}
+
+
+
+def bpf_dir() -> Path:
+    for cand in BPF_DIR_CANDIDATES:
+        if (cand / "rsttrace.h").is_file():
+            return cand
+    raise FileNotFoundError("rsttrace's BPF sources (bpf/rsttrace.h) are not installed")
+
+
+def _field_macros(btf: Btf, macro: str, struct_name: str, path: str) -> dict[str, int]:
+    m = btf.member(struct_name, path)
+    if m.bitfield_size:
+        bits = m.bitfield_size
+    else:
+        bits = m.size * 8
+    word = (m.bit_offset // 32) * 4
+    shift = m.bit_offset - word * 8
+    if shift + bits > 32:
+        raise BtfError(f"{struct_name}.{path} straddles a 32-bit word")
+    return {f"OFF_{macro}": word, f"SHIFT_{macro}": shift, f"MASK_{macro}": (1 << bits) - 1}
+
+
+@dataclass
+class KernelFeatures:
+    """Facts about the running kernel, gathered once, each with the reason it is what it is."""
+
+    release: str
+    btf_path: Path
+    btf: Btf | None = None
+    tracefs: Path | None = None
+    tracepoints: dict[str, int] = field(default_factory=dict)  # name -> raw tp arg count
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def probe(cls, btf_path: Path = VMLINUX_BTF) -> "KernelFeatures":
+        feats = cls(release=platform.release(), btf_path=btf_path)
+        if not btf_path.exists():
+            raise NoBtf(f"no BTF at {btf_path}: rsttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+        try:
+            feats.btf = Btf.load(btf_path)
+        except BtfError as e:
+            raise NoBtf(str(e)) from None
+        for name in TRACEPOINTS:
+            n = feats.btf.typedef_params(f"btf_trace_{name}")
+            if n is not None:
+                feats.tracepoints[name] = n - 1  # the first parameter is the probe's data pointer
+        return feats
+
+    def has(self, tracepoint: str) -> bool:
+        return tracepoint in self.tracepoints
+
+    @property
+    def send_reset_has_reason(self) -> bool:
+        return self.tracepoints.get("tcp_send_reset", 0) >= 3
+
+    def require_tracepoints(self) -> None:
+        missing = [t for t in REQUIRED_TRACEPOINTS if t not in self.tracepoints]
+        if missing:
+            raise NoTracepoint(
+                f"this kernel ({self.release}) lacks tracepoint(s) {', '.join(missing)}; "
+                "rsttrace needs kernel 4.16 or later"
+            )
+
+    def rst_reasons(self) -> dict[int, str]:
+        """enum sk_rst_reason as {value: short name}, read from BTF; empty before 6.10."""
+        assert self.btf is not None
+        try:
+            enum = self.btf.enum("sk_rst_reason")
+        except BtfError:
+            return {}
+        return {v: k.removeprefix("SK_RST_REASON_") for k, v in enum.items()}
+
+    def cflags(self) -> list[str]:
+        """-D flags carrying every struct offset and flag bit the BPF code uses."""
+        assert self.btf is not None
+        defs: dict[str, int] = {}
+        try:
+            for macro, struct_name, path in OFFSETS:
+                defs[f"OFF_{macro}"] = self.btf.offsetof(struct_name, path)
+            for macro, struct_name, path in FIELDS:
+                defs.update(_field_macros(self.btf, macro, struct_name, path))
+            flags = self.btf.enum("sock_flags")
+            for name in SOCK_FLAGS:
+                defs[f"RST_{name}"] = flags[name]
+        except (BtfError, KeyError) as e:
+            raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
+        out = [f"-D{k}={v}" for k, v in defs.items()]
+        if self.send_reset_has_reason:
+            out.append("-DRST_HAVE_REASON")
+        if self.has("sock_send_length") and self.has("sock_recv_length"):
+            out.append("-DRST_HAVE_IO_TP")
+        return out
+
+
+def find_tracefs() -> Path | None:
+    for cand in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
+        if (cand / "events").is_dir():
+            return cand
+    return None
+
+
+def ensure_tracefs() -> Path:
+    """Mount tracefs if it is not mounted (bcc reads event formats and attaches through it)."""
+    found = find_tracefs()
+    if found:
+        return found
+    target = Path("/sys/kernel/tracing")
+    rc = os.system(f"mount -t tracefs nodev {target} >/dev/null 2>&1")
+    found = find_tracefs()
+    if rc != 0 or not found:
+        raise NoTracefs(
+            "tracefs is not mounted and mounting it failed; run: mount -t tracefs nodev /sys/kernel/tracing"
+        )
+    return found
+
+
+UAPI_FILES = ("linux/bpf_common.h",)
+
+
+def build_scaffold(release: str, dest: Path | None = None) -> Path:
+    """A directory bcc accepts as BCC_KERNEL_SOURCE: our shims, a generated version.h and
+    a few uapi headers. No struct layout comes from here (they all come from BTF)."""
+    dest = Path(dest or tempfile.mkdtemp(prefix="rsttrace-ksrc-"))
+    shutil.copytree(bpf_dir() / "scaffold", dest, dirs_exist_ok=True)
+    inc = dest / "include"
+    for rel in UAPI_FILES:
+        src = Path("/usr/include") / rel
+        if not src.is_file():
+            raise FileNotFoundError(f"{src} is missing: install linux-libc-dev")
+        (inc / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, inc / rel)
+    nums = [int("".join(ch for ch in part if ch.isdigit()) or 0) for part in release.split("-")[0].split(".")[:3]]
+    nums += [0] * (3 - len(nums))
+    code = (nums[0] << 16) + (nums[1] << 8) + min(nums[2], 255)
+    (inc / "linux" / "version.h").write_text(
+        f"#define LINUX_VERSION_CODE {code}\n"
+        "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
+    )
+    (dest / "arch" / "x86" / "include").mkdir(parents=True, exist_ok=True)
+    return dest
