@@ -61,7 +61,6 @@ class Victim:
     lport: int = 0
     state: str = ""  # TCP state when the RST arrived
     sk_err: str = ""
-    unread_lost: int = 0
     errors: list[dict] = field(default_factory=list)
     sigpipe: str | None = None
     exit_signal: int | None = None
@@ -71,7 +70,7 @@ class Victim:
         return {
             "pid": self.pid or None, "comm": self.comm or None, "netns": self.netns,
             "addr": self.laddr, "port": self.lport, "state": self.state or None,
-            "sk_err": self.sk_err or None, "unread_lost": self.unread_lost,
+            "sk_err": self.sk_err or None,
             "errors": self.errors, "sigpipe": self.sigpipe, "exit_signal": self.exit_signal,
         }
 
@@ -253,8 +252,6 @@ class Correlator:
     def _on_close(self, ev: Event) -> Incident | None:
         inc = self.socks.get((ev.netns, ev.sk))
         if inc is not None and inc.victim_sk == (ev.netns, ev.sk):
-            # The victim's own socket closing on the RST: bytes it had not read die with it.
-            inc.victim.unread_lost = max(inc.victim.unread_lost, ev.bytes)  # type: ignore[union-attr]
             self._note_victim_task(inc, ev)
             return inc
         if ev.ctx != "task" or ev.err:

@@ -37,6 +37,7 @@ OFFSETS = (
     ("SK_LINGERTIME", "sock", "sk_lingertime"),
     ("SK_ERR", "sock", "sk_err"),
     ("SK_SOCKET", "sock", "sk_socket"),
+    ("SK_RCVQ_LEN", "sock", "sk_receive_queue.qlen"),
     ("INET_SPORT", "inet_sock", "inet_sport"),
     ("TCP_RCV_NXT", "tcp_sock", "rcv_nxt"),
     ("TCP_COPIED_SEQ", "tcp_sock", "copied_seq"),

@@ -5,8 +5,12 @@
  * close() with unread data (__tcp_close: "data was unread") moves the socket
  * to CLOSE just before it sends the RST, and never touches rcv_nxt or
  * copied_seq, so rcv_nxt - copied_seq at that transition is exactly what was
- * thrown away (+1 when a FIN had arrived). Every other transition returns
- * after two comparisons: normal lifecycles never leave the kernel.
+ * thrown away (+1 when a FIN had arrived). The receive queue is already
+ * purged at that point; a socket that reaches CLOSE with its queue intact
+ * (FIN_WAIT2 -> TIME_WAIT while the owner still drains it, or an RST whose
+ * victim can still read what arrived) has lost nothing. Every other
+ * transition returns after two comparisons: normal lifecycles never leave
+ * the kernel.
  */
 
 RAW_TRACEPOINT_PROBE(inet_sock_set_state)
@@ -26,6 +30,8 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
 	fin = (e.flags & RST_F_FIN) ? 1 : 0;
 	e.bytes = unread > fin ? unread - fin : 0;
+	if (e.bytes && RD(sk, OFF_SK_RCVQ_LEN, u32))
+		e.bytes = 0;
 	e.err = RD(sk, OFF_SK_ERR, int);
 	/* A zero-linger socket only aborts from a synchronized state; CLOSE
 	 * after LAST_ACK or TIME_WAIT is its normal end. */

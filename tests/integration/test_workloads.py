@@ -13,6 +13,7 @@ from tracer import scenarios
 from tracer.scenarios import Hosts, Netns, Proc, WorkloadError
 
 pytestmark = [
+    pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
     pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 (ip) is not installed"),
 ]

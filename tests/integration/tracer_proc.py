@@ -1,0 +1,51 @@
+"""Run the real `rsttrace` CLI as a subprocess, wait for its ready-file, stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+START_TIMEOUT = 30.0
+
+
+class Tracer:
+    def __init__(self, *args: str, settle: float = 0.3) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="rsttrace-test-"))
+        self.ready = self.dir / "ready"
+        self.trace = self.dir / "trace.jsonl"
+        self.argv = [sys.executable, "-m", "tracer", "--json", "--settle", str(settle),
+                     "--ready-file", str(self.ready), "-o", str(self.trace), *args]
+
+    def __enter__(self) -> "Tracer":
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rsttrace exited early ({self.proc.returncode}): {self.proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"rsttrace not ready after {START_TIMEOUT}s: {self.proc.stderr.read()}")
+            time.sleep(0.02)  # polling for readiness, not waiting for an effect
+        return self
+
+    def stop(self) -> tuple[list[dict], str, int]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=30)
+        self.incidents = [json.loads(line) for line in out.splitlines() if line.strip()]
+        self.stderr = err
+        self.returncode = self.proc.returncode
+        return self.incidents, err, self.proc.returncode
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.trace.read_text().splitlines()]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
