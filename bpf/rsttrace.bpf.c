@@ -168,7 +168,8 @@ static __always_inline void rst_peer_key(struct rst_tuple *k, const struct rst_e
  * judged in task context; interrupt-context events (an RST arriving on
  * loopback runs in the sender's system call) pass and user space decides, and
  * a socket already reported, or the peer of one, passes whatever task touches
- * it. Returns 1 to emit.
+ * it. Returns 0 to drop, 1 to emit, 2 to emit an event the pid/comm filter
+ * could not judge (it must not make its socket followed).
  */
 static __always_inline int rst_pass(const struct rst_event *e)
 {
@@ -200,7 +201,7 @@ static __always_inline int rst_pass(const struct rst_event *e)
 		if (rst_peers.lookup(&key))
 			return 1;
 		if (e->ctx != RST_CTX_TASK)
-			return 1;
+			return 2;
 	} else {
 		u32 tgid = e->pid;
 
@@ -228,12 +229,13 @@ static __always_inline int rst_pass(const struct rst_event *e)
 static __always_inline void rst_emit(void *ctx, struct rst_event *e)
 {
 	u8 one = 1;
+	int pass = rst_pass(e);
 
-	if (!rst_pass(e)) {
+	if (!pass) {
 		rst_count(RST_STAT_FILTERED);
 		return;
 	}
-	if (e->skaddr && !(e->flags & RST_F_NOSK)) {
+	if (pass == 1 && e->skaddr && !(e->flags & RST_F_NOSK)) {
 		u64 sk = e->skaddr, ts = e->ts_ns;
 		struct rst_tuple key = {};
 
@@ -241,7 +243,7 @@ static __always_inline void rst_emit(void *ctx, struct rst_event *e)
 		rst_peer_key(&key, e);
 		rst_peers.update(&key, &one);
 	}
-	if (e->ctx == RST_CTX_TASK && e->kind == RST_EV_IO_ERROR) {
+	if (pass == 1 && e->ctx == RST_CTX_TASK && e->kind == RST_EV_IO_ERROR) {
 		u32 tgid = e->pid;
 
 		rst_tgids.update(&tgid, &one);
