@@ -14,6 +14,7 @@ from typing import Callable
 from .config import Config
 from .correlate import Correlator
 from .events import Decoder, Event
+from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
 from .procfs import socket_owner
 from .probes import Loaded, Plan, choose_plan, load
@@ -52,7 +53,7 @@ class Session:
 
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
-        self.feats = KernelFeatures.probe()
+        self.feats = KernelFeatures.probe(Path(os.environ.get("RSTTRACE_BTF", VMLINUX_BTF)))
         ensure_tracefs()
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
         self.loaded = load(self.plan)
