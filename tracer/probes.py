@@ -85,6 +85,8 @@ def _try(name: str, fn) -> Trial:
         return Trial(name, True, "loaded and attached")
     except Exception as e:  # bcc raises bare Exception for every failure
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if "super-user" in msg:  # bcc's wording for any EPERM, even as root
+            msg = "the kernel refused to load it (EPERM)"
         return Trial(name, False, msg)
 
 

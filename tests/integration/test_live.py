@@ -130,3 +130,41 @@ def test_comm_filter_drops_other_processes(ns):
     assert sorted((e["ctx"], e["kind"]) for e in events) == [
         ("irq", "recv_reset"), ("irq", "sk_error")]
     assert records[-1]["stats"]["filtered"] > 0
+
+
+def test_unread_close_ipv6(ns):
+    res, incidents, _, _ = trace_scenario(ns, lambda: scenarios.unread_close(ns, server_addr="::1"))
+    assert len(incidents) == 1
+    inc = incidents[0]
+    assert inc["family"] == "ipv6" and inc["kind"] == "abort-on-close"
+    assert inc["local"] == {"addr": "::1", "port": res.server_port}
+    assert inc["remote"] == {"addr": "::1", "port": res.client_port}
+    assert inc["culprit"]["pid"] == res.server_pid and inc["bytes_discarded"] == 1000
+    assert inc["victim"]["pid"] == res.client_pid and inc["victim"]["sigpipe"] == "killed"
+
+
+def test_across_two_hosts():
+    """Server in namespace B, client in A, joined by veth: the RST crosses a link."""
+    with scenarios.Hosts("rsthost") as h:
+        with Tracer() as t:
+            res = scenarios.unread_close(h.b, server_ns=h.b, client_ns=h.a, server_addr=h.addr_b)
+            incidents, err, rc = t.stop()
+    assert rc == 0, err
+    mine = [i for i in incidents if i["local"]["port"] == res.server_port]
+    assert len(mine) == 1
+    inc = mine[0]
+    assert inc["netns"] == h.b.inode and inc["culprit"]["pid"] == res.server_pid
+    assert inc["local"]["addr"] == h.addr_b and inc["remote"]["addr"] == h.addr_a
+    assert inc["victim"]["netns"] == h.a.inode and inc["victim"]["pid"] == res.client_pid
+    assert inc["victim"]["sigpipe"] == "killed"
+
+
+def test_doctor_explains_the_plan():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "chosen plan: tracepoint" in r.stdout
+    assert "trial kprobe:" in r.stdout and "trial fentry:" in r.stdout
+    assert "tracepoint tcp_send_reset: present" in r.stdout
