@@ -158,6 +158,3 @@ def load(plan: Plan, ring_pages: int = 2048) -> Loaded:
     raise BpfLoadError("could not load rsttrace's BPF programs: " + "; ".join(errors)
                        + " (run `rsttrace doctor` for details)")
 
-
-def compiler_available() -> bool:
-    return shutil.which("cc") is not None or shutil.which("gcc") is not None
