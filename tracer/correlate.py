@@ -65,6 +65,7 @@ class Victim:
     sigpipe: str | None = None
     exit_signal: int | None = None
     closed: bool = False
+    ino: int = 0  # socket inode, to find the owner when it made no call
 
     def to_dict(self) -> dict:
         return {
@@ -222,9 +223,8 @@ class Correlator:
             for key in [k for k, v in table.items() if v is inc]:
                 del table[key]
         v = inc.victim
-        if v is not None and not v.pid and self.owner_of and inc.victim_sk:
-            ino = getattr(inc, "_victim_ino", 0)
-            owner = self.owner_of(ino) if ino else None
+        if v is not None and not v.pid and self.owner_of and v.ino:
+            owner = self.owner_of(v.ino)
             if owner:
                 v.pid, v.comm = owner
         self.stats["incidents"] += 1
@@ -242,9 +242,8 @@ class Correlator:
             inc.victim.pid, inc.victim.comm = ev.pid, ev.comm
 
     def _attach_victim(self, inc: Incident, ev: Event) -> None:
-        inc.victim = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.state)
+        inc.victim = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.state, ino=ev.ino)
         inc.victim_sk = (ev.netns, ev.sk)
-        inc._victim_ino = ev.ino  # type: ignore[attr-defined]
         self.socks[(ev.netns, ev.sk)] = inc
         self._note_victim_task(inc, ev)
 

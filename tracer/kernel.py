@@ -63,19 +63,19 @@ FIELDS = (
 # Bits of enum sock_flags the C side tests (values differ between kernels).
 SOCK_FLAGS = ("SOCK_DEAD", "SOCK_DONE", "SOCK_LINGER")
 
-# Tracepoints by role. Each entry: (tracepoint, needed). Unneeded ones degrade a feature.
-TRACEPOINTS = {
-    "inet_sock_set_state": "sock",
-    "tcp_destroy_sock": "tcp",
-    "tcp_send_reset": "tcp",
-    "tcp_receive_reset": "tcp",
-    "inet_sk_error_report": "sock",
-    "sock_send_length": "sock",
-    "sock_recv_length": "sock",
-    "signal_generate": "signal",
-    "signal_deliver": "signal",
-    "sched_process_exit": "sched",
-}
+# Every tracepoint rsttrace may attach; their presence is read from BTF (btf_trace_*).
+TRACEPOINTS = (
+    "inet_sock_set_state",
+    "tcp_destroy_sock",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "inet_sk_error_report",
+    "sock_send_length",
+    "sock_recv_length",
+    "signal_generate",
+    "signal_deliver",
+    "sched_process_exit",
+)
 REQUIRED_TRACEPOINTS = ("inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset",
                         "tcp_destroy_sock", "signal_generate", "sched_process_exit")
 OPTIONAL_TRACEPOINTS = {
