@@ -48,6 +48,7 @@
 #define RST_IPPROTO_TCP		6
 #define RST_SOCK_STREAM		1
 #define RST_SIGPIPE		13
+#define RST_PF_EXITING		0x00000004
 #define RST_PF_KTHREAD		0x00200000
 
 static __always_inline u16 rst_ntohs(u16 v)

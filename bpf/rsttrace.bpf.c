@@ -13,6 +13,9 @@
 #ifndef RST_TRACK_MAX
 #define RST_TRACK_MAX 65536
 #endif
+#ifndef RST_CWAIT_MAX
+#define RST_CWAIT_MAX 16384
+#endif
 
 #ifdef RST_USE_RINGBUF
 BPF_RINGBUF_OUTPUT(rst_events, RST_RING_PAGES);
@@ -49,6 +52,12 @@ struct rst_sig {
 	u32 result;
 };
 BPF_TABLE("lru_hash", u32, struct rst_sig, rst_sigstash, 4096);
+
+/* Sockets in CLOSE_WAIT. A plain hash, not LRU: eviction would drop exactly the
+ * oldest, leaked sockets. When full, new ones are counted, not followed. */
+BPF_HASH(rst_cwait, u64, struct rst_cwait, RST_CWAIT_MAX);
+/* Sockets found in CLOSE_WAIT at start-up (key: inode; value: when found). */
+BPF_HASH(rst_cwait_old, u64, u64, 4096);
 
 /*
  * Who is `current`? Softirqs (the receive path of loopback and veth, every TCP
@@ -171,22 +180,27 @@ static __always_inline void rst_peer_key(struct rst_tuple *k, const struct rst_e
  * it. Returns 0 to drop, 1 to emit, 2 to emit an event the pid/comm filter
  * could not judge (it must not make its socket followed).
  */
+static __always_inline int rst_pass_where(const struct rst_config *cfg, u32 netns, u16 sport, u16 dport)
+{
+	if (cfg->netns && netns != cfg->netns)
+		return 0;
+	if (cfg->want_port && !rst_ports.lookup(&sport) && !rst_ports.lookup(&dport))
+		return 0;
+	return 1;
+}
+
 static __always_inline int rst_pass(const struct rst_event *e)
 {
 	int zero = 0;
 	struct rst_config *cfg = rst_cfg.lookup(&zero);
 	struct rst_tuple key = {};
 
-	if (!cfg)
-		return 1;
+	if (!cfg || !cfg->armed)
+		return 0;
 	if (cfg->netns && e->netns != cfg->netns)
 		return 0;
-	if (e->skaddr && cfg->want_port) {
-		u16 sport = e->sport, dport = e->dport;
-
-		if (!rst_ports.lookup(&sport) && !rst_ports.lookup(&dport))
-			return 0;
-	}
+	if (e->family && !rst_pass_where(cfg, e->netns, e->sport, e->dport))
+		return 0;
 	if (!cfg->want_pid && !cfg->want_comm)
 		return 1;
 	if (e->skaddr) {
@@ -298,6 +312,45 @@ static __always_inline int rst_take_sigpipe(u32 tid, u64 now)
 	return result;
 }
 
+static __always_inline struct rst_config *rst_config(void)
+{
+	int zero = 0;
+
+	return rst_cfg.lookup(&zero);
+}
+
+static __always_inline void rst_cwait_enter(u64 sk, const struct rst_cwait *cw)
+{
+	if (rst_cwait.update(&sk, cw) < 0)
+		rst_count(RST_STAT_CWAIT_FULL);
+}
+
+/* When sk entered CLOSE_WAIT (0: not followed); forgets it. */
+static __always_inline u64 rst_cwait_leave(u64 sk)
+{
+	struct rst_cwait *cw = rst_cwait.lookup(&sk);
+	u64 ts;
+
+	if (!cw)
+		return 0;
+	ts = cw->ts_ns;
+	rst_cwait.delete(&sk);
+	return ts;
+}
+
+static __always_inline u64 rst_cwait_old_leave(u64 ino)
+{
+	u64 *found = rst_cwait_old.lookup(&ino);
+	u64 ts;
+
+	if (!found)
+		return 0;
+	ts = *found;
+	rst_cwait_old.delete(&ino);
+	return ts;
+}
+
+#include "hooks/cwait.h"
 #include "hooks/state.h"
 #include "hooks/reset.h"
 #include "hooks/io.h"

@@ -20,6 +20,8 @@
 #define RST_EV_SIG_HANDLED	6	/* SIGPIPE reached a user handler */
 #define RST_EV_EXIT		7	/* a process ended by a signal */
 #define RST_EV_DESTROY		8	/* a socket rsttrace was following was freed */
+#define RST_EV_CWAIT		9	/* in CLOSE_WAIT (map rst_cwait values, read by user space) */
+#define RST_EV_CWAIT_END	10	/* left CLOSE_WAIT after at least the threshold */
 
 /* Execution context (rst_event.ctx): who `current` is. */
 #define RST_CTX_TASK		0	/* a user task in a system call: it is the actor */
@@ -34,6 +36,8 @@
 #define RST_F_SEND		0x10	/* io error: on a send */
 #define RST_F_ORPHAN		0x20	/* socket already detached from its file (SOCK_DEAD) */
 #define RST_F_SIGPIPE		0x40	/* io error: this call generated SIGPIPE */
+#define RST_F_EXITING		0x80	/* closed by a task dying of a signal (aux: the signal) */
+#define RST_F_PREEXISTING	0x100	/* CWAIT_END: in CLOSE_WAIT before tracing started */
 
 /* rst_event.reason when the kernel gives none (before 6.10). */
 #define RST_REASON_NONE		0xffffffff
@@ -44,7 +48,8 @@
 #define RST_STAT_EMITTED	0
 #define RST_STAT_LOST		1
 #define RST_STAT_FILTERED	2
-#define RST_STAT_MAX		3
+#define RST_STAT_CWAIT_FULL	3	/* CLOSE_WAIT sockets not followed: map full */
+#define RST_STAT_MAX		4
 
 struct rst_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -54,31 +59,48 @@ struct rst_event {
 	__u32 netns;		/* network namespace inode */
 	__u32 pid;		/* tgid of current */
 	__u32 tid;		/* pid of current */
-	__s32 err;		/* errno, or exit code for RST_EV_EXIT */
+	__s32 err;		/* errno (sk_err for CLOSE), or exit code for RST_EV_EXIT */
 	__u32 reason;		/* enum sk_rst_reason value or RST_REASON_NONE */
 	__u32 bytes;		/* unread bytes discarded (FIN excluded) */
-	__u32 aux;		/* SIG_HANDLED: handler address low bits; EXIT: signal */
+	__u32 aux;		/* SIG_HANDLED: handler low bits; EXIT, F_EXITING: signal */
+	__u32 span_ms;		/* CLOSE on error: ms the oldest segment waited; CWAIT_END: age */
+	__u16 flags;		/* RST_F_* */
 	__u16 family;		/* AF_INET / AF_INET6 */
 	__u16 sport;		/* local port, host order */
 	__u16 dport;		/* remote port, host order */
 	__u8 oldstate;		/* TCP state before (CLOSE event), else state at the event */
 	__u8 newstate;
 	__u8 ctx;		/* RST_CTX_* */
-	__u8 flags;		/* RST_F_* */
 	__u8 sig_result;	/* signal_generate result or RST_SIG_NONE */
-	__u8 pad;
+	__u8 retrans;		/* icsk_retransmits: unanswered retransmissions */
+	__u8 probes;		/* icsk_probes_out: unanswered keepalive/window probes */
+	__u8 pad[2];
 	__u8 saddr[16];		/* local address (IPv4 in the first 4 bytes) */
 	__u8 daddr[16];		/* remote address */
 	char comm[16];		/* comm of current */
+	__u32 pad2;
 };
 
 /* Filter configuration, array map `rst_cfg` index 0 (written by user space). */
 struct rst_config {
+	__u32 armed;		/* 0 until user space has written the filters: emit nothing */
 	__u32 netns;		/* 0: any */
 	__u32 want_pid;		/* 1: pids map filters task-context events */
 	__u32 want_comm;	/* 1: comm must equal `comm` */
 	__u32 want_port;	/* 1: ports map filters socket events */
+	__u32 cwait_ms;		/* CLOSE_WAIT threshold; 0: do not follow CLOSE_WAIT */
+	__u32 cwait_old;	/* 1: rst_cwait_old holds sockets found at start-up */
 	char comm[16];
+};
+
+/* A socket in CLOSE_WAIT: map `rst_cwait` (key: struct sock *). Kept small, since
+ * every connection the peer closes first passes through; user space finds the
+ * owner, the 4-tuple and the unread bytes from the inode when it is overdue. */
+struct rst_cwait {
+	__u64 ts_ns;		/* when it entered CLOSE_WAIT */
+	__u64 ino;		/* socket inode (0: not yet accepted) */
+	__u32 netns;
+	__u32 pad;
 };
 
 #endif /* RSTTRACE_H */

@@ -22,6 +22,7 @@ KINDS = {v: name.lower() for v, name in _L.prefixed("RST_EV_").items()}
 FLAG_BITS = {v: name.lower() for v, name in _L.prefixed("RST_F_").items()}
 REASON_NONE = _L.constants["RST_REASON_NONE"]
 SIG_NONE = _L.constants["RST_SIG_NONE"]
+_EXITING = _L.constants["RST_F_EXITING"]
 
 
 def errno_name(num: int) -> str:
@@ -57,6 +58,10 @@ class Event:
     code: int = 0
     reason: str | None = None
     sigpipe: str | None = None  # signal_generate result of this send, or None
+    signal: int = 0  # exit: the fatal signal; close with flag exiting: the signal the closer died of
+    retrans: int = 0  # close after an error: unanswered retransmissions
+    probes: int = 0  # close after an error: unanswered keepalive/zero-window probes
+    span_ms: int = 0  # close after a timeout: how long the oldest segment waited; cwait_end: age
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -97,18 +102,22 @@ class Decoder:
             ctx=CONTEXTS.get(e.ctx, str(e.ctx)), sk=e.skaddr, ino=e.ino, netns=e.netns,
             family=fam, bytes=e.bytes,
             flags=[name for bit, name in FLAG_BITS.items() if e.flags & bit],
+            retrans=e.retrans, probes=e.probes, span_ms=e.span_ms,
         )
         if e.skaddr or e.family:
             ev.laddr, ev.lport = _addr(e.saddr, e.family), e.sport
             ev.raddr, ev.rport = _addr(e.daddr, e.family), e.dport
             ev.state = TCP_STATES.get(e.newstate, str(e.newstate))
-        if kind == "close":
+        if kind in ("close", "cwait_end"):
             ev.oldstate = TCP_STATES.get(e.oldstate, str(e.oldstate))
         if kind == "exit":
             ev.code = e.err
             ev.err = ""
+            ev.signal = e.aux
         else:
             ev.err = errno_name(e.err)
+            if e.flags & _EXITING:
+                ev.signal = e.aux
         if e.reason != REASON_NONE:
             ev.reason = self.reasons.get(e.reason, str(e.reason))
         if e.sig_result != SIG_NONE:

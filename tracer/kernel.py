@@ -41,6 +41,8 @@ OFFSETS = (
     ("INET_SPORT", "inet_sock", "inet_sport"),
     ("TCP_RCV_NXT", "tcp_sock", "rcv_nxt"),
     ("TCP_COPIED_SEQ", "tcp_sock", "copied_seq"),
+    ("TCP_RETRANS_STAMP", "tcp_sock", "retrans_stamp"),
+    ("TCP_MSTAMP", "tcp_sock", "tcp_mstamp"),
     ("SOCKET_ALLOC_SOCKET", "socket_alloc", "socket"),
     ("SOCKET_ALLOC_INODE", "socket_alloc", "vfs_inode"),
     ("INODE_INO", "inode", "i_ino"),
@@ -58,6 +60,14 @@ FIELDS = (
     ("SKC_STATE", "sock_common", "skc_state"),
     ("SK_PROTOCOL", "sock", "sk_protocol"),
     ("SK_TYPE", "sock", "sk_type"),
+    ("ICSK_RETRANSMITS", "inet_connection_sock", "icsk_retransmits"),
+    ("ICSK_PROBES_OUT", "inet_connection_sock", "icsk_probes_out"),
+)
+
+# Fields only some kernels have: -DRST_HAVE_<macro> plus the field macros when present.
+OPTIONAL_FIELDS = (
+    # 6.7, "tcp: add support for usec resolution in TCP TS values": retrans_stamp may be in us.
+    ("TCP_USEC_TS", "tcp_sock", "tcp_usec_ts"),
 )
 
 # Bits of enum sock_flags the C side tests (values differ between kernels).
@@ -166,6 +176,10 @@ class KernelFeatures:
                 defs[f"OFF_{macro}"] = self.btf.offsetof(struct_name, path)
             for macro, struct_name, path in FIELDS:
                 defs.update(_field_macros(self.btf, macro, struct_name, path))
+            for macro, struct_name, path in OPTIONAL_FIELDS:
+                if self.btf.has_member(struct_name, path):
+                    defs.update(_field_macros(self.btf, macro, struct_name, path))
+                    defs[f"RST_HAVE_{macro}"] = 1
             flags = self.btf.enum("sock_flags")
             for name in SOCK_FLAGS:
                 defs[f"RST_{name}"] = flags[name]

@@ -73,17 +73,18 @@ class Session:
         bpf = self.loaded.bpf
         cfg_t = bpf["rst_cfg"]
         cfg = cfg_t.Leaf()
+        cfg.armed = 1  # bcc attaches while loading: until now the programs emitted nothing
         cfg.netns = f.netns or 0
         cfg.want_pid = 1 if f.pids else 0
         cfg.want_comm = 1 if f.comm else 0
         cfg.want_port = 1 if f.ports else 0
         if f.comm:
             cfg.comm = f.comm.encode()
-        cfg_t[ctypes.c_int(0)] = cfg
         for pid in f.pids:
             bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
         for port in f.ports:
             bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
+        cfg_t[ctypes.c_int(0)] = cfg  # last: the maps above are complete when it arms
 
     def install_signal_handlers(self) -> None:
         # Explicitly: a process started from a background shell inherits SIGINT ignored.

@@ -8,10 +8,63 @@
  * thrown away (+1 when a FIN had arrived). The receive queue is already
  * purged at that point; a socket that reaches CLOSE with its queue intact
  * (FIN_WAIT2 -> TIME_WAIT while the owner still drains it, or an RST whose
- * victim can still read what arrived) has lost nothing. Every other
- * transition returns after two comparisons: normal lifecycles never leave
+ * victim can still read what arrived) has lost nothing.
+ *
+ * Leaves the kernel: a CLOSE with bytes discarded, with zero linger, or with
+ * an error (timeout, abort, reset, refused); a close by a task dying of a
+ * signal (process killed); CLOSE_WAIT overdue (cwait.h). Every other
+ * transition returns after a few comparisons: normal lifecycles never leave
  * the kernel.
  */
+
+/* The signal a task in a system call is dying of, or 0. do_exit() stores the
+ * exit code before exit_files() closes the task's sockets. */
+static __always_inline u32 rst_dying_of(u8 ctx)
+{
+	u64 task = bpf_get_current_task();
+	int code;
+
+	if (ctx != RST_CTX_TASK || !(RD(task, OFF_TASK_FLAGS, u32) & RST_PF_EXITING))
+		return 0;
+	code = RD(task, OFF_TASK_EXIT_CODE, int);
+	return code & 0x7f;
+}
+
+/* How long the oldest unacknowledged segment has waited, in ms: retrans_stamp
+ * is its first transmission (ms, or us on 6.7+ sockets with usec timestamps). */
+static __always_inline u32 rst_unanswered_ms(const void *sk)
+{
+	u32 start = RD(sk, OFF_TCP_RETRANS_STAMP, u32);
+	u64 now_us = RD(sk, OFF_TCP_MSTAMP, u64);
+
+	if (!start)
+		return 0;
+#ifdef RST_HAVE_TCP_USEC_TS
+	if (RD_FIELD(sk, TCP_USEC_TS))
+		return ((u32)now_us - start) / 1000;
+#endif
+	return (u32)(now_us / 1000) - start;
+}
+
+/* A socket closed with a FIN by a task dying of a signal (process killed). */
+static __always_inline void rst_fin_by_dying(void *ctx, const void *sk, int oldstate, int newstate)
+{
+	struct rst_event e = {};
+
+	if (!rst_is_tcp(sk))
+		return;
+	e.ctx = rst_context();
+	e.aux = rst_dying_of(e.ctx);
+	if (!e.aux)
+		return;
+	rst_fill_task(&e);
+	rst_fill_sock(&e, sk);
+	e.kind = RST_EV_CLOSE;
+	e.flags |= RST_F_EXITING;
+	e.oldstate = oldstate;
+	e.newstate = newstate;
+	rst_emit(ctx, &e);
+}
 
 RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 {
@@ -21,6 +74,17 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	u32 unread, fin;
 	u64 skp = (u64)sk;
 
+	if (newstate == RST_TCP_CLOSE_WAIT) {
+		if (rst_is_tcp(sk))
+			rst_cwait_enter_sk(sk);
+		return 0;
+	}
+	if (oldstate == RST_TCP_CLOSE_WAIT && rst_is_tcp(sk))
+		rst_cwait_leave_sk(ctx, sk, newstate);
+	if (newstate == RST_TCP_FIN_WAIT1 || newstate == RST_TCP_LAST_ACK) {
+		rst_fin_by_dying(ctx, sk, oldstate, newstate);
+		return 0;
+	}
 	if (newstate != RST_TCP_CLOSE)
 		return 0;
 	if (!rst_is_tcp(sk))
@@ -39,8 +103,18 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	    oldstate == RST_TCP_CLOSING || oldstate == RST_TCP_SYN_SENT ||
 	    oldstate == RST_TCP_LISTEN)
 		e.flags &= ~RST_F_LINGER0;
-	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !rst_is_tracked(skp))
+	e.aux = rst_dying_of(e.ctx);
+	if (e.aux)
+		e.flags |= RST_F_EXITING;
+	/* A dying task's normal closes end in CLOSE too (LAST_ACK, FIN_WAIT2 ->
+	 * TIME_WAIT); only the abnormal ones matter here. */
+	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !e.err && !rst_is_tracked(skp))
 		return 0;
+	if (e.err) {
+		e.retrans = RD_FIELD(sk, ICSK_RETRANSMITS);
+		e.probes = RD_FIELD(sk, ICSK_PROBES_OUT);
+		e.span_ms = rst_unanswered_ms(sk);
+	}
 	e.kind = RST_EV_CLOSE;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
