@@ -31,19 +31,29 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     writer = None
     sinks = Sinks()
 
+    explained: set[str] = set()
+
     def on_incident(inc: dict) -> None:
         if cfg.json:
             term.data(render.to_json(inc))
         elif not cfg.quiet:
-            term.chain(render.chain_lines(inc))
+            # Why and what to do, the first time each kind shows up (JSON always has them).
+            term.chain(render.chain_lines(inc, explain=inc["kind"] not in explained))
+            explained.add(inc["kind"])
         if writer:
             writer.write([inc])
 
     def on_lost(total: int) -> None:
         term.note(f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete")
 
+    def on_record(rec: dict) -> None:
+        if writer:
+            writer.write([rec])
+
     sinks.on_incident = on_incident
     sinks.on_lost = on_lost
+    sinks.on_record = on_record
+    sinks.on_note = term.note
     session.sinks = sinks
     session.install_signal_handlers()
     session.start()
@@ -94,9 +104,14 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
 @click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds.")
 @click.option("--plan", "force_plan", type=click.Choice(["auto", "tracepoint"]), default="auto",
               help="Force the tracepoint-only attach plan.")
+@click.option("--close-wait", "close_wait", default=30.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Report sockets left in CLOSE_WAIT this many seconds (0: off).")
+@click.option("--close-wait-every", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
+              help="Seconds between per-process counts of overdue CLOSE_WAIT sockets.")
 @click.option("--ready-file", type=click.Path(path_type=Path), hidden=True)
 @click.pass_context
-def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration, force_plan, ready_file):
+def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration, force_plan, close_wait,
+         close_wait_every, ready_file):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
     ctx.obj["wide"] = wide
@@ -109,7 +124,8 @@ def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration,
     _require_root()
     cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
                  ready_file=ready_file, duration=duration,
-                 force_plan=None if force_plan == "auto" else force_plan)
+                 force_plan=None if force_plan == "auto" else force_plan,
+                 close_wait_s=close_wait, close_wait_every_s=close_wait_every)
     _run_session(cfg, term)
 
 

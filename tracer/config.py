@@ -99,3 +99,5 @@ class Config:
     duration: float | None = None
     force_plan: str | None = None
     quiet: bool = False
+    close_wait_s: float = 30.0  # report sockets in CLOSE_WAIT this long; 0: do not follow
+    close_wait_every_s: float = 60.0  # per-process count of overdue CLOSE_WAIT sockets

@@ -1,7 +1,8 @@
-"""Turn an ordered stream of Events into incidents: who reset what, what it cost, who suffered."""
+"""Turn an ordered stream of Events into incidents: who ended what, what it cost, who suffered."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -9,21 +10,91 @@ from .events import Event
 
 NS = 1_000_000_000
 
-# What a kernel reset reason means, as incident kind + words for people. The reason names
-# come from the running kernel's BTF; the kind is derived from the close path where the
-# kernel has no reason field (before 6.10).
+# Every incident kind: (summary, explanation, what to do). The kind is decided from what was
+# seen (the close path, the reset's reason where the kernel gives one, the victim's state when
+# the RST arrived), so the same kinds come out on kernels without a reason field.
 KIND_TEXT = {
     "abort-on-close": (
         "closed with unread data -> RST (abort on close)",
-        "the server closed while the peer's bytes sat unread in its receive queue, so Linux sent "
+        "the process closed while the peer's bytes sat unread in its receive queue, so Linux sent "
         "RST instead of FIN and the bytes were discarded",
         "read (drain) what the peer sent before close(), or shutdown(SHUT_WR) and drain until EOF "
         "(lingering close, as nginx does)",
     ),
     "linger-zero": (
         "closed with SO_LINGER {1, 0} -> RST (linger-zero abort)",
-        "SO_LINGER with a zero timeout turns close() into an abort: RST, no FIN",
-        "drop SO_LINGER {1, 0} unless an abortive close is really wanted",
+        "SO_LINGER with a zero timeout turns close() into an abort: RST, no FIN, and whatever was "
+        "in flight either way is lost",
+        "drop SO_LINGER {1, 0} unless an abortive close is really wanted; close normally instead",
+    ),
+    "process-killed": (
+        "process killed while holding the connection",
+        "the process died of a signal; the kernel closed its sockets for it (FIN, or RST where "
+        "data was unread), and the peer learns of it only when it next reads or writes",
+        "find out who sent the signal (OOM killer, supervisor, operator); shut down gracefully on "
+        "SIGTERM; make peers handle ECONNRESET/EPIPE and reconnect",
+    ),
+    "socket-destroyed": (
+        "socket destroyed from outside (tcp_abort) -> RST",
+        "another process (ss -K / SOCK_DESTROY, or a BPF program) aborted the socket: the peer got "
+        "an RST and the owner gets ECONNABORTED",
+        "check who runs `ss -K` or socket-destroying tools on this host",
+    ),
+    "write-after-close": (
+        "peer wrote after the other side had closed -> RST",
+        "one side closed the connection (FIN) and forgot it; the other kept writing, and the "
+        "closed side's kernel (TIME_WAIT or orphaned socket) answered with RST",
+        "close the socket when read returns 0 (EOF) instead of writing more; handle EPIPE or use "
+        "MSG_NOSIGNAL",
+    ),
+    "no-socket": (
+        "RST: no socket for this connection (peer restarted or forgot it)",
+        "a segment arrived at a host that has no socket for its connection, typically because "
+        "the peer crashed and came back, or dropped the connection without telling",
+        "reconnect on ECONNRESET; use keepalive or TCP_USER_TIMEOUT to notice dead peers earlier",
+    ),
+    "connection-refused": (
+        "connection refused -> RST to SYN",
+        "nothing listened on that address and port, so the SYN was answered with RST and "
+        "connect() failed with ECONNREFUSED",
+        "check that the service is up and listening on the address and port the client uses",
+    ),
+    "retransmit-timeout": (
+        "peer stopped answering: retransmissions timed out (ETIMEDOUT, no RST)",
+        "the peer (or the path to it) went silent; the kernel retransmitted until tcp_retries2 or "
+        "TCP_USER_TIMEOUT ran out, then dropped the connection without sending anything",
+        "check the peer host and the network; bound the wait with TCP_USER_TIMEOUT; reconnect on "
+        "ETIMEDOUT",
+    ),
+    "keepalive-timeout": (
+        "keepalive probes unanswered -> RST (keepalive timeout)",
+        "the connection was idle and the peer did not answer the keepalive probes, so the kernel "
+        "reset it and reported ETIMEDOUT to the owner",
+        "check the peer host and the network; tune TCP_KEEPIDLE/KEEPINTVL/KEEPCNT to the failure "
+        "detection time you need",
+    ),
+    "linger2-abort": (
+        "orphan in FIN_WAIT2 aborted -> RST (TCP_LINGER2 < 0)",
+        "the socket was closed with TCP_LINGER2 set negative, so instead of waiting for the peer's "
+        "FIN the kernel reset the connection",
+        "drop the negative TCP_LINGER2 unless abortive closes are wanted",
+    ),
+    "fin-wait2-timeout": (
+        "orphan in FIN_WAIT2 timed out -> RST",
+        "the peer never closed its side within tcp_fin_timeout after this side closed",
+        "make the peer close when it reads EOF; raise tcp_fin_timeout if it is slow on purpose",
+    ),
+    "orphan-abort": (
+        "orphaned socket aborted (too many orphans or TCP memory pressure) -> RST",
+        "the host ran over tcp_max_orphans or TCP memory limits, so the kernel reset closed "
+        "connections that still had data to deliver",
+        "raise net.ipv4.tcp_max_orphans / tcp_mem, or close fewer connections with data pending",
+    ),
+    "close-wait": (
+        "socket left in CLOSE_WAIT",
+        "the peer closed its side, but the owner never closed its socket (a CLOSE_WAIT leak): the "
+        "socket and its file descriptor stay until the process closes them or exits",
+        "close the socket when read returns 0 (EOF); look for code paths that forget to close",
     ),
     "reset-received": (
         "received RST",
@@ -37,8 +108,8 @@ KIND_TEXT = {
     ),
     "passive-reset": (
         "answered a segment with RST",
-        "a segment arrived for a connection this host no longer has",
-        "make the peer stop writing after close (close the socket when read returns 0)",
+        "a segment arrived that the receiving socket could not accept",
+        "see the reason",
     ),
     "connection-error": (
         "connection error",
@@ -46,10 +117,22 @@ KIND_TEXT = {
         "start rsttrace before the failure to see its cause",
     ),
 }
+# Kernel reset reasons (enum sk_rst_reason, names from the running kernel's BTF) that decide a kind.
 REASON_KIND = {
     "TCP_ABORT_ON_CLOSE": "abort-on-close",
+    "TCP_ABORT_ON_LINGER": "linger2-abort",
+    "TCP_ABORT_ON_MEMORY": "orphan-abort",
+    "TCP_KEEPALIVE_TIMEOUT": "keepalive-timeout",
+    "NO_SOCKET": "no-socket",
+    "TCP_TIMEWAIT_SOCKET": "write-after-close",
+    "TCP_ABORT_ON_DATA": "write-after-close",
 }
+# Close-path causes that decide the kind whatever the reset's reason says.
+CAUSE_KINDS = ("process-killed", "abort-on-close", "linger-zero", "socket-destroyed")
+TIMEOUT_ERRORS = ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN")
 SIGPIPE_FATES = ("killed", "handled", "ignored", "none", "delivered")
+# Sockets closed by killed processes, remembered to explain a later RST to their peers.
+KILLED_MEMORY = 4096
 
 
 @dataclass
@@ -59,7 +142,7 @@ class Victim:
     netns: int = 0
     laddr: str = ""
     lport: int = 0
-    state: str = ""  # TCP state when the RST arrived
+    state: str = ""  # TCP state when the RST (or the timeout) hit the socket
     sk_err: str = ""
     errors: list[dict] = field(default_factory=list)
     sigpipe: str | None = None
@@ -89,16 +172,28 @@ class Incident:
     raddr: str = ""
     rport: int = 0
     reason: str | None = None
+    cause: str | None = None  # what the close path showed: one of CAUSE_KINDS, "timeout", ...
     culprit_pid: int = 0
     culprit_comm: str = ""
     culprit_ctx: str = ""
-    state: str = ""  # culprit socket's state before the reset
+    culprit_signal: int | None = None  # the signal the culprit died of (process-killed)
+    state: str = ""  # the ending socket's state before the end
+    ended_with: str | None = None  # "RST" or "FIN" (process-killed)
     bytes_discarded: int = 0
+    retransmissions: int | None = None
+    probes: int | None = None
+    unanswered_ms: int | None = None
     close_ns: int | None = None
     reset_ns: int | None = None
     reset_seen: bool = False
+    reset_passive: bool = False
+    reset_nosk: bool = False
+    reset_state: str = ""
     victim: Victim | None = None
     victim_sk: tuple[int, int] | None = None
+    owner: Victim | None = None  # the ending socket's owner, when someone else ended it
+    close_wait: dict | None = None  # close-wait: {"age_ns", "closed", "preexisting"}
+    fixed_kind: bool = False
 
     @property
     def pending_signal(self) -> bool:
@@ -106,12 +201,46 @@ class Incident:
 
     def complete(self) -> bool:
         """Nothing more is expected: the reset was seen and the victim's story has ended."""
+        if self.kind == "close-wait":
+            return True
         if not self.reset_seen or self.victim is None or self.pending_signal:
             return False
         return self.victim.closed or self.victim.exit_signal is not None
 
+    def classify(self) -> str:
+        """The kind, from everything seen; called when the incident is reported."""
+        if self.fixed_kind:
+            return self.kind
+        if self.cause in CAUSE_KINDS:
+            return self.cause
+        if self.cause == "timeout":
+            keepalive = (self.reason == "TCP_KEEPALIVE_TIMEOUT"
+                         or (self.reset_seen and not self.reset_passive and self.reason is None)
+                         or (self.probes and not self.retransmissions))
+            return "keepalive-timeout" if keepalive else "retransmit-timeout"
+        vstate = self.victim.state if self.victim else ""
+        if vstate == "SYN_SENT":
+            return "connection-refused"
+        if self.reason in REASON_KIND:
+            return REASON_KIND[self.reason]
+        if self.reason == "TCP_STATE" and self.reset_state == "FIN_WAIT2" and not self.reset_passive:
+            return "fin-wait2-timeout"
+        if vstate == "CLOSE_WAIT" or (self.reset_passive and self.reset_state == "TIME_WAIT"):
+            return "write-after-close"
+        if self.reset_passive and self.reset_nosk and not self.reset_state:
+            return "no-socket"
+        if self.reset_seen and self.reset_state:
+            return "passive-reset" if self.reset_passive else "active-reset"
+        return self.kind
+
     def to_dict(self, wall_offset_ns: int = 0) -> dict:
         summary, explanation, advice = KIND_TEXT.get(self.kind, (self.kind, "", ""))
+        culprit = None
+        if self.culprit_pid:
+            culprit = {"pid": self.culprit_pid, "comm": self.culprit_comm}
+            if self.culprit_signal:
+                culprit["signal"] = self.culprit_signal
+        cw = self.close_wait or {}
         return {
             "type": "incident",
             "id": self.id,
@@ -120,17 +249,23 @@ class Incident:
             "summary": summary,
             "explanation": explanation,
             "advice": advice,
-            "culprit": (
-                {"pid": self.culprit_pid, "comm": self.culprit_comm}
-                if self.culprit_pid else None
-            ),
+            "culprit": culprit,
             "bytes_discarded": self.bytes_discarded,
             "family": self.family,
             "netns": self.netns,
             "local": {"addr": self.laddr, "port": self.lport},
             "remote": {"addr": self.raddr, "port": self.rport},
             "state": self.state or None,
+            "ended_with": self.ended_with,
+            "retransmissions": self.retransmissions,
+            "probes": self.probes,
+            "unanswered_ms": self.unanswered_ms,
+            "close_wait_age_ns": cw.get("age_ns"),
+            "close_wait_closed": cw.get("closed"),
+            "close_wait_preexisting": cw.get("preexisting"),
+            "close_wait_unread": cw.get("unread"),
             "victim": self.victim.to_dict() if self.victim else None,
+            "owner": self.owner.to_dict() if self.owner else None,
             "timestamps": {
                 "first_ns": self.first_ns,
                 "close_ns": self.close_ns,
@@ -143,6 +278,27 @@ class Incident:
 
 def _reverse(t: tuple[str, int, str, int]) -> tuple[str, int, str, int]:
     return (t[2], t[3], t[0], t[1])
+
+
+def _close_cause(ev: Event) -> str | None:
+    """What a CLOSE event on a socket nobody reported yet says about how the connection ended."""
+    if ev.err == "ECONNREFUSED" or (ev.err and ev.oldstate == "SYN_SENT"):
+        return "refused" if ev.err == "ECONNREFUSED" else "timeout"
+    if ev.err in TIMEOUT_ERRORS:
+        return "timeout"
+    if ev.err == "ECONNABORTED":
+        return "socket-destroyed"
+    if ev.err:
+        return "reset"  # ECONNRESET/EPIPE: an RST arrived that was not seen (started too late)
+    if ev.ctx != "task":
+        return None
+    if ev.has("exiting"):
+        return "process-killed"
+    if ev.bytes:
+        return "abort-on-close"
+    if ev.has("linger0"):
+        return "linger-zero"
+    return None
 
 
 class Correlator:
@@ -160,10 +316,12 @@ class Correlator:
         self.owner_of = owner_of
         self._next_id = 1
         self.open: dict[int, Incident] = {}
-        self.socks: dict[tuple[int, int], Incident] = {}  # (netns, sk) -> incident, culprit or victim
-        self.by_tuple: dict[tuple, Incident] = {}  # culprit-side tuple -> incident awaiting its peer
+        self.socks: dict[tuple[int, int], Incident] = {}  # (netns, sk) -> incident, any side
+        self.by_tuple: dict[tuple, Incident] = {}  # ending side's tuple -> incident awaiting its peer
         self.by_peer: dict[tuple, Incident] = {}  # victim-side tuple -> incident awaiting its sender
         self.sigpipe_tids: dict[int, Incident] = {}
+        # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts)
+        self.killed: OrderedDict[tuple, tuple[int, str, int, int]] = OrderedDict()
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
 
     # -- public ---------------------------------------------------------------
@@ -198,11 +356,31 @@ class Correlator:
             yield from self.feed(ev)
         yield from self.flush()
 
+    def close_wait(self, now_ns: int, since_ns: int | None, *, netns: int, family: str,
+                   local: tuple[str, int], remote: tuple[str, int], owner: tuple[int, str] | None,
+                   unread: int, preexisting: bool) -> Incident:
+        """A socket overdue in CLOSE_WAIT (found by the periodic scan), reported at once."""
+        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=since_ns or now_ns, last_ns=now_ns,
+                       family=family, netns=netns, fixed_kind=True, state="CLOSE_WAIT",
+                       bytes_discarded=0)
+        inc.laddr, inc.lport = local
+        inc.raddr, inc.rport = remote
+        if owner:
+            inc.culprit_pid, inc.culprit_comm = owner
+        inc.close_wait = {"age_ns": now_ns - since_ns if since_ns else None, "closed": False,
+                          "preexisting": preexisting, "unread": unread}
+        inc.bytes_discarded = 0
+        self.stats["incidents"] += 1
+        return inc
+
     # -- incident bookkeeping ----------------------------------------------------
-    def _new(self, kind: str, ev: Event) -> Incident:
-        inc = Incident(id=self._next_id, kind=kind, first_ns=ev.ts_ns, last_ns=ev.ts_ns,
-                       family=ev.family, netns=ev.netns)
+    def _take_id(self) -> int:
         self._next_id += 1
+        return self._next_id - 1
+
+    def _new(self, kind: str, ev: Event) -> Incident:
+        inc = Incident(id=self._take_id(), kind=kind, first_ns=ev.ts_ns, last_ns=ev.ts_ns,
+                       family=ev.family, netns=ev.netns)
         self.open[inc.id] = inc
         return inc
 
@@ -222,11 +400,12 @@ class Correlator:
         for table in (self.by_tuple, self.by_peer, self.sigpipe_tids):
             for key in [k for k, v in table.items() if v is inc]:
                 del table[key]
-        v = inc.victim
-        if v is not None and not v.pid and self.owner_of and v.ino:
-            owner = self.owner_of(v.ino)
-            if owner:
-                v.pid, v.comm = owner
+        for who in (inc.victim, inc.owner):
+            if who is not None and not who.pid and self.owner_of and who.ino:
+                found = self.owner_of(who.ino)
+                if found:
+                    who.pid, who.comm = found
+        inc.kind = inc.classify()
         self.stats["incidents"] += 1
         return inc
 
@@ -236,44 +415,115 @@ class Correlator:
             return inc
         return None
 
-    def _note_victim_task(self, inc: Incident, ev: Event) -> None:
-        assert inc.victim is not None
-        if ev.ctx == "task" and not inc.victim.pid:
-            inc.victim.pid, inc.victim.comm = ev.pid, ev.comm
+    def _note_task(self, who: Victim, ev: Event) -> None:
+        if ev.ctx == "task" and not who.pid:
+            who.pid, who.comm = ev.pid, ev.comm
 
     def _attach_victim(self, inc: Incident, ev: Event) -> None:
         inc.victim = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.state, ino=ev.ino)
         inc.victim_sk = (ev.netns, ev.sk)
         self.socks[(ev.netns, ev.sk)] = inc
-        self._note_victim_task(inc, ev)
+        self._note_task(inc.victim, ev)
+
+    @staticmethod
+    def _connect_failed(v: Victim, ev: Event) -> None:
+        """connect() is not an I/O call the kernel reports: its error is the socket's sk_err."""
+        if not any(e["call"] == "connect" for e in v.errors):
+            v.errors.append({"call": "connect", "errno": ev.err, "ts_ns": ev.ts_ns, "pid": None, "tid": None})
+
+    def _remembered_killer(self, inc: Incident, tup: tuple) -> None:
+        """A peer's RST from a socket that a killed process had closed with FIN: name it."""
+        found = self.killed.get(tup)
+        if found and not inc.culprit_pid:
+            inc.culprit_pid, inc.culprit_comm, inc.culprit_signal, _ = found
+            inc.cause, inc.ended_with = "process-killed", "FIN"
 
     # -- event handlers -----------------------------------------------------------
     def _on_close(self, ev: Event) -> Incident | None:
-        inc = self.socks.get((ev.netns, ev.sk))
-        if inc is not None and inc.victim_sk == (ev.netns, ev.sk):
-            self._note_victim_task(inc, ev)
+        key = (ev.netns, ev.sk)
+        inc = self.socks.get(key)
+        if inc is not None and inc.victim_sk == key:
+            # The suffering socket closing (after the RST, or as the timeout's end).
+            v = inc.victim
+            assert v is not None
+            self._note_task(v, ev)
+            if ev.err and not v.sk_err:
+                v.sk_err = ev.err
+            if ev.err and ev.oldstate == "SYN_SENT":
+                self._connect_failed(v, ev)
             return inc
-        if ev.ctx != "task" or ev.err:
+        cause = _close_cause(ev)
+        if inc is not None:
+            # The ending side's socket again: a reset sent first (keepalive, tcp_abort), or the
+            # later end of a socket a dying task closed with FIN.
+            if cause in ("timeout", "socket-destroyed") and inc.cause is None:
+                self._apply_cause(inc, cause, ev)
             return inc
-        kind = "abort-on-close" if ev.bytes else "linger-zero" if ev.has("linger0") else None
-        if kind is None:
+        if cause is None:
+            return None
+        if cause in ("refused", "reset"):
+            # The victim side of an RST we did not see arrive (or one sent from elsewhere).
+            inc = self.by_tuple.get(_reverse(ev.tuple))
+            if inc is None or inc.victim is not None:
+                inc = self._new("reset-received" if cause == "reset" else "connection-refused", ev)
+                inc.laddr, inc.lport, inc.raddr, inc.rport = _reverse(ev.tuple)
+                inc.reset_seen = True
+                self.by_peer[ev.tuple] = inc
+            self._attach_victim(inc, ev)
+            v = inc.victim
+            assert v is not None
+            v.state = v.state if v.state not in ("", "CLOSE") else ev.oldstate
+            v.sk_err = ev.err
+            if ev.oldstate == "SYN_SENT":
+                self._connect_failed(v, ev)
             return inc
-        if inc is None:
-            inc = self._new(kind, ev)
-        inc.kind = kind
+        inc = self._new(cause, ev)
         self._set_culprit_side(inc, ev)
-        inc.state = ev.oldstate
-        inc.bytes_discarded = ev.bytes
-        inc.close_ns = ev.ts_ns
+        self._apply_cause(inc, cause, ev)
         return inc
+
+    def _apply_cause(self, inc: Incident, cause: str, ev: Event) -> None:
+        inc.cause = cause
+        inc.state = inc.state or ev.oldstate
+        inc.close_ns = ev.ts_ns
+        if cause == "timeout":
+            # Nobody here ended it: the peer went silent. The owner of this socket suffers.
+            inc.culprit_pid, inc.culprit_comm = 0, ""
+            inc.retransmissions, inc.probes = ev.retrans, ev.probes
+            inc.unanswered_ms = ev.span_ms or None
+            inc.reset_seen = True
+            self._attach_victim(inc, ev)
+            v = inc.victim
+            assert v is not None
+            v.state, v.sk_err = ev.oldstate, ev.err
+            if ev.oldstate == "SYN_SENT":
+                self._connect_failed(v, ev)
+            return
+        if cause == "socket-destroyed":
+            if ev.ctx == "task":
+                inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+            inc.owner = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.oldstate,
+                               sk_err=ev.err, ino=ev.ino)
+            return
+        inc.bytes_discarded = ev.bytes
+        if cause == "process-killed":
+            inc.culprit_signal = ev.signal
+            inc.ended_with = "RST" if ev.bytes or ev.has("linger0") else "FIN"
+            if inc.ended_with == "FIN":
+                self.killed[ev.tuple] = (ev.pid, ev.comm, ev.signal, ev.ts_ns)
+                while len(self.killed) > KILLED_MEMORY:
+                    self.killed.popitem(last=False)
 
     def _on_send_reset(self, ev: Event) -> Incident | None:
         inc = self.socks.get((ev.netns, ev.sk)) if ev.sk and not ev.has("nosk") else None
         if inc is None:
+            inc = self.by_tuple.get(ev.tuple)
+            if inc is not None and (inc.reset_seen or ev.ts_ns - inc.last_ns > self.match_window_ns):
+                inc = None
+        if inc is None:
             peer = self.by_peer.get(_reverse(ev.tuple))
             if peer is not None and ev.ts_ns - peer.last_ns <= self.match_window_ns:
                 inc = peer
-                inc.kind = "passive-reset" if ev.has("passive") else "active-reset"
             else:
                 inc = self._new("passive-reset" if ev.has("passive") else "active-reset", ev)
             if not ev.has("nosk"):
@@ -284,11 +534,13 @@ class Correlator:
                 self.by_tuple[ev.tuple] = inc
             inc.state = inc.state or ev.state
             inc.bytes_discarded = inc.bytes_discarded or ev.bytes
-        if ev.reason and ev.reason in REASON_KIND and not ev.has("passive"):
-            inc.kind = REASON_KIND[ev.reason]
+            self._remembered_killer(inc, ev.tuple)
         inc.reason = ev.reason
         inc.reset_ns = ev.ts_ns
         inc.reset_seen = True
+        inc.reset_passive = ev.has("passive")
+        inc.reset_nosk = ev.has("nosk")
+        inc.reset_state = "" if ev.state in ("", "UNKNOWN") else ev.state
         return inc
 
     def _on_recv_reset(self, ev: Event) -> Incident | None:
@@ -302,6 +554,7 @@ class Correlator:
             self.by_peer[ev.tuple] = inc
             # Nobody here sent it (or we cannot see the sender): do not wait for it.
             inc.reset_seen = True
+            self._remembered_killer(inc, _reverse(ev.tuple))
         self._attach_victim(inc, ev)
         return inc
 
@@ -309,54 +562,73 @@ class Correlator:
         inc = self._victim_of(ev)
         if inc is not None:
             inc.victim.sk_err = inc.victim.sk_err or ev.err  # type: ignore[union-attr]
-            self._note_victim_task(inc, ev)
+            self._note_task(inc.victim, ev)  # type: ignore[arg-type]
         return inc
 
     def _on_io_error(self, ev: Event) -> Incident | None:
         inc = self._victim_of(ev)
+        who: Victim | None = inc.victim if inc is not None else None
         if inc is None:
             inc = self.socks.get((ev.netns, ev.sk))
             if inc is not None:
-                return inc  # the culprit's own socket: its owner already knows
-            self.stats["unmatched"] += 1
-            inc = self._new("connection-error", ev)
-            inc.laddr, inc.lport, inc.raddr, inc.rport = _reverse(ev.tuple)
-            inc.reset_seen = True
-            self._attach_victim(inc, ev)
-        v = inc.victim
-        assert v is not None
-        self._note_victim_task(inc, ev)
+                if inc.owner is None:
+                    return inc  # the culprit's own socket: its owner already knows
+                who = inc.owner  # someone else ended this socket: its owner suffers
+            else:
+                self.stats["unmatched"] += 1
+                inc = self._new("connection-error", ev)
+                inc.laddr, inc.lport, inc.raddr, inc.rport = _reverse(ev.tuple)
+                inc.reset_seen = True
+                self._attach_victim(inc, ev)
+                who = inc.victim
+        assert who is not None
+        self._note_task(who, ev)
         call = "write" if ev.has("send") else "read"
-        v.errors.append({"call": call, "errno": ev.err, "ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid})
-        if ev.has("send") and ev.err == "EPIPE" and v.sigpipe in (None, "none"):
+        who.errors.append({"call": call, "errno": ev.err, "ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid})
+        if ev.has("send") and ev.err == "EPIPE" and who.sigpipe in (None, "none"):
             if ev.sigpipe is None:
-                v.sigpipe = "none"
+                who.sigpipe = "none"
             elif ev.sigpipe == "delivered":
-                v.sigpipe = "delivered"
+                who.sigpipe = "delivered"
                 self.sigpipe_tids[ev.tid] = inc
             else:
-                v.sigpipe = ev.sigpipe
+                who.sigpipe = ev.sigpipe
         return inc
 
     def _on_sig_handled(self, ev: Event) -> Incident | None:
         inc = self.sigpipe_tids.pop(ev.tid, None)
-        if inc is not None and inc.victim is not None:
-            inc.victim.sigpipe = "handled"
+        if inc is not None:
+            for who in (inc.victim, inc.owner):
+                if who is not None and who.sigpipe == "delivered":
+                    who.sigpipe = "handled"
         return inc
 
     def _on_exit(self, ev: Event) -> list[Incident]:
         touched = []
         for inc in list(self.open.values()):
-            v = inc.victim
-            if v is not None and v.pid == ev.pid:
-                v.exit_signal = ev.code & 0x7F
-                if v.sigpipe == "delivered" and v.exit_signal == 13:
-                    v.sigpipe = "killed"
-                touched.append(inc)
+            for who in (inc.victim, inc.owner):
+                if who is not None and who.pid == ev.pid:
+                    who.exit_signal = ev.code & 0x7F
+                    if who.sigpipe == "delivered" and who.exit_signal == 13:
+                        who.sigpipe = "killed"
+                    touched.append(inc)
         return touched
 
     def _on_destroy(self, ev: Event) -> Incident | None:
         inc = self.socks.pop((ev.netns, ev.sk), None)
         if inc is not None and inc.victim_sk == (ev.netns, ev.sk) and inc.victim is not None:
             inc.victim.closed = True
+        return inc
+
+    def _on_cwait_end(self, ev: Event) -> Incident:
+        """A socket finally left CLOSE_WAIT after at least the threshold: reported at once."""
+        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=ev.ts_ns - ev.span_ms * 1_000_000,
+                       last_ns=ev.ts_ns, family=ev.family, netns=ev.netns, fixed_kind=True,
+                       state="CLOSE_WAIT", close_ns=ev.ts_ns)
+        inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
+        if ev.ctx == "task":
+            inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+        inc.close_wait = {"age_ns": ev.span_ms * 1_000_000, "closed": True,
+                          "preexisting": ev.has("preexisting"), "unread": ev.bytes}
+        self.open[inc.id] = inc
         return inc

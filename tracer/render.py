@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+import signal as _signal
 from collections import Counter
-
-WHAT = {
-    "abort-on-close": "with {bytes} unread bytes -> RST (abort on close)",
-    "linger-zero": "with SO_LINGER {{1, 0}} -> RST (linger-zero abort)",
-}
 
 
 def endpoint(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def _who(side: dict | None) -> str:
-    if not side or not side.get("pid"):
+def signame(num: int | None) -> str:
+    try:
+        return _signal.Signals(num).name  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return f"signal {num}"
+
+
+def seconds(ns_or_none: int | None, unit: int = 1_000_000_000) -> str:
+    if ns_or_none is None:
         return "?"
+    s = ns_or_none / unit
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(s), 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
+def _who(side: dict | None, default: str = "?") -> str:
+    if not side or not side.get("pid"):
+        return default
     return f"{side.get('comm') or '?'}[{side['pid']}]"
 
 
@@ -35,33 +48,86 @@ def _errors(errors: list[dict]) -> list[str]:
     return out
 
 
-def chain_lines(inc: dict) -> list[str]:
-    """The incident as text: culprit line, then the victim's line."""
+def _fate(v: dict) -> list[str]:
+    parts = _errors(v.get("errors") or [])
+    if v.get("sigpipe"):
+        parts.append(f"SIGPIPE: {v['sigpipe']}")
+    elif v.get("exit_signal"):
+        parts.append(f"killed by {signame(v['exit_signal'])}")
+    return parts
+
+
+def _head(inc: dict) -> str:
+    kind = inc["kind"]
     local = endpoint(inc["local"]["addr"], inc["local"]["port"])
     remote = endpoint(inc["remote"]["addr"], inc["remote"]["port"])
+    conn = f"{local}<-{remote}"
+    culprit = _who(inc.get("culprit"))
+    reason = f" [{inc['reason']}]" if inc.get("reason") else ""
+    if kind == "abort-on-close":
+        return f"{culprit} closed {conn} with {inc['bytes_discarded']} unread bytes -> RST (abort on close)"
+    if kind == "linger-zero":
+        return f"{culprit} closed {conn} with SO_LINGER {{1, 0}} -> RST (linger-zero abort)"
+    if kind == "process-killed":
+        sig = signame((inc.get("culprit") or {}).get("signal"))
+        if inc.get("ended_with") == "RST" or inc["bytes_discarded"]:
+            end = f"RST, {inc['bytes_discarded']} unread bytes discarded"
+        else:
+            end = "FIN" + (f", then RST{reason}" if inc.get("reason") else "")
+        return f"{culprit} killed by {sig}: {conn} ended with {end}"
+    if kind == "socket-destroyed":
+        return f"{culprit} destroyed {conn} (tcp_abort, e.g. ss -K) -> RST"
+    if kind == "write-after-close":
+        who = culprit if inc.get("culprit") else local
+        return f"{who} had closed {conn}; the peer kept writing -> RST{reason}"
+    if kind == "no-socket":
+        return f"{local} has no socket for {conn} (peer restarted?) -> RST{reason}"
+    if kind == "connection-refused":
+        return f"{local} refused {remote}: nothing listening -> RST"
+    if kind in ("retransmit-timeout", "keepalive-timeout"):
+        conn = f"{local}->{remote}"
+        if kind == "keepalive-timeout":
+            probes = inc.get("probes")
+            what = f"{probes} keepalive probe(s) unanswered" if probes else "keepalive unanswered"
+            return f"{conn}: {what} -> RST (keepalive timeout), ETIMEDOUT"
+        n = inc.get("retransmissions")
+        span = inc.get("unanswered_ms")
+        took = f" over {seconds(span, 1000)}" if span else ""
+        return f"{conn}: peer silent, {n if n is not None else '?'} retransmission(s){took} -> ETIMEDOUT (no RST)"
+    if kind == "close-wait":
+        age = seconds(inc.get("close_wait_age_ns"))
+        if inc.get("close_wait_preexisting") and not inc.get("close_wait_closed"):
+            age = "since before tracing started"
+        unread = inc.get("close_wait_unread")
+        extra = f", {unread} unread bytes" if unread else ""
+        if inc.get("close_wait_closed"):
+            return f"{_who(inc.get('culprit'))} finally closed {conn} after {age} in CLOSE_WAIT{extra}"
+        return f"{_who(inc.get('culprit'))} has not closed {conn}: CLOSE_WAIT {age}{extra}"
+    if kind == "reset-received":
+        return f"{local} reset {remote}{reason}"
+    return f"{culprit} {conn} {inc['summary']}{reason}"
+
+
+def chain_lines(inc: dict, explain: bool = False) -> list[str]:
+    """The incident as text: the ending side, then who suffered (and, with explain, why/fix)."""
+    lines = [_head(inc)]
     kind = inc["kind"]
-    if kind in WHAT:
-        head = f"{_who(inc['culprit'])} closed {local}<-{remote} " + WHAT[kind].format(
-            bytes=inc["bytes_discarded"])
-    elif kind == "reset-received":
-        head = f"{remote} reset {local}"
-    else:
-        head = f"{_who(inc['culprit'])} {local}<-{remote} {inc['summary']}"
-    if inc.get("reason") and kind not in WHAT:
-        head += f" [{inc['reason']}]"
     v = inc.get("victim")
-    if v is None:
-        tail = "  -> peer not seen on this host"
+    if kind == "close-wait":
+        pass
+    elif v is None:
+        lines.append("  -> peer not seen on this host")
     else:
-        parts = _errors(v["errors"])
-        if v.get("sigpipe"):
-            parts.append(f"SIGPIPE: {v['sigpipe']}")
-        elif v.get("exit_signal"):
-            parts.append(f"killed by signal {v['exit_signal']}")
-        if not parts:
-            parts.append("no call failed yet")
-        tail = f"  -> {_who(v)} " + ", ".join(parts)
-    return [head, tail]
+        parts = _fate(v) or ["no call failed yet"]
+        lines.append(f"  -> {_who(v)} " + ", ".join(parts))
+    owner = inc.get("owner")
+    if owner is not None:
+        parts = _fate(owner) or ["no call failed yet"]
+        lines.append(f"  -> owner {_who(owner)} " + ", ".join(parts))
+    if explain:
+        lines.append(f"     why: {inc['explanation']}")
+        lines.append(f"     fix: {inc['advice']}")
+    return lines
 
 
 def to_json(inc: dict) -> str:
@@ -76,4 +142,6 @@ def summary(incidents: list[dict], stats: dict) -> list[str]:
         f"events: {stats.get('emitted', 0)} received, {stats.get('lost', 0)} lost, "
         f"{stats.get('filtered', 0)} filtered in kernel, {stats.get('late', 0)} after their incident"
     )
+    if stats.get("cwait_full"):
+        lines.append(f"CLOSE_WAIT: {stats['cwait_full']} socket(s) not followed (map full)")
     return lines

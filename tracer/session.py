@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .closewait import CloseWaitWatch, Overdue
 from .config import Config
 from .correlate import Correlator
 from .events import Decoder, Event
@@ -32,6 +33,8 @@ class Sinks:
     on_event: Callable[[Event], None] | None = None
     on_incident: Callable[[dict], None] | None = None
     on_lost: Callable[[int], None] | None = None
+    on_record: Callable[[dict], None] | None = None  # other records for the trace file
+    on_note: Callable[[str], None] | None = None  # periodic lines for people (stderr)
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Session:
         self.incidents: list[dict] = []
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
+        self.cwait: CloseWaitWatch | None = None
+        self._cwait_next_scan = 0
+        self._cwait_next_count = 0
 
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
@@ -58,7 +64,8 @@ class Session:
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
         self.loaded = load(self.plan)
         self.decoder = Decoder(self.feats.rst_reasons())
-        self._write_filters()
+        old = self._start_close_wait()
+        self._write_filters(cwait_old=bool(old))
         bpf = self.loaded.bpf
         if self.plan.ringbuf:
             bpf["rst_events"].open_ring_buffer(self._on_raw)
@@ -68,7 +75,59 @@ class Session:
         if self.config.ready_file:
             Path(self.config.ready_file).write_text(f"{os.getpid()}\n")
 
-    def _write_filters(self) -> None:
+    def _start_close_wait(self) -> dict[int, int]:
+        """Follow CLOSE_WAIT (unless disabled); tell the kernel about sockets already in it."""
+        if not self.config.close_wait_s:
+            return {}
+        self.cwait = CloseWaitWatch(threshold_ns=int(self.config.close_wait_s * 1e9),
+                                    report=self._report_close_wait, netns_filter=self.config.filters.netns)
+        old = self.cwait.scan_start(time.monotonic_ns())
+        table = self.loaded.bpf["rst_cwait_old"]
+        for ino, found in old.items():
+            table[ctypes.c_uint64(ino)] = ctypes.c_uint64(found)
+        return old
+
+    def _report_close_wait(self, o: Overdue, now_ns: int) -> None:
+        row = o.row
+        assert row is not None
+        inc = self.correlator.close_wait(
+            now_ns, o.since_ns, netns=o.netns, family=row.family, local=(row.laddr, row.lport),
+            remote=(row.raddr, row.rport), owner=o.owner, unread=max(row.rx_queue - 1, 0),
+            preexisting=o.since_ns is None)
+        self._emit([inc])
+
+    def _close_wait_tick(self, now_ns: int) -> None:
+        if self.cwait is None:
+            return
+        if now_ns >= self._cwait_next_scan:
+            interval = min(max(self.cwait.threshold_ns // 4, 200_000_000), 5_000_000_000)
+            self._cwait_next_scan = now_ns + interval
+            entries = [(k.value, v.ts_ns, v.ino, v.netns) for k, v in self.loaded.bpf["rst_cwait"].items()]
+            self.cwait.scan(now_ns, entries)
+        every = int(self.config.close_wait_every_s * 1e9)
+        if not self._cwait_next_count:
+            self._cwait_next_count = now_ns + every
+        elif now_ns >= self._cwait_next_count:
+            self._cwait_next_count = now_ns + every
+            counts = self.cwait.counts(now_ns)
+            if counts:
+                self._close_wait_counts(counts, now_ns)
+
+    def _close_wait_counts(self, counts, now_ns: int) -> None:
+        from .render import seconds
+
+        rec = {"type": "close_wait_count", "ts_ns": now_ns, "owners": [
+            {"pid": o[0] if o else None, "comm": o[1] if o else None, "sockets": n, "oldest_ns": age}
+            for o, n, age in counts]}
+        if self.sinks.on_record:
+            self.sinks.on_record(rec)
+        if self.sinks.on_note:
+            for o, n, age in counts:
+                who = f"{o[1]}[{o[0]}]" if o else "?"
+                self.sinks.on_note(f"CLOSE_WAIT: {who} holds {n} socket(s) past the threshold"
+                                   f" (oldest {seconds(age) if age else 'from before tracing'})")
+
+    def _write_filters(self, cwait_old: bool = False) -> None:
         f = self.config.filters
         bpf = self.loaded.bpf
         cfg_t = bpf["rst_cfg"]
@@ -78,6 +137,8 @@ class Session:
         cfg.want_pid = 1 if f.pids else 0
         cfg.want_comm = 1 if f.comm else 0
         cfg.want_port = 1 if f.ports else 0
+        cfg.cwait_ms = int(self.config.close_wait_s * 1000) if self.cwait else 0
+        cfg.cwait_old = 1 if cwait_old else 0
         if f.comm:
             cfg.comm = f.comm.encode()
         for pid in f.pids:
@@ -107,7 +168,7 @@ class Session:
         out = {"emitted": 0, "lost": 0, "filtered": 0}
         if self.loaded is not None:
             table = self.loaded.bpf["rst_stats"]
-            for name, idx in (("emitted", 0), ("lost", 1), ("filtered", 2)):
+            for name, idx in (("emitted", 0), ("lost", 1), ("filtered", 2), ("cwait_full", 3)):
                 out[name] = sum(v.value if hasattr(v, "value") else v for v in table[ctypes.c_int(idx)])
         out["lost"] += getattr(self, "_perf_lost", 0)
         out.update({k: v for k, v in self.correlator.stats.items() if k != "events"})
@@ -123,11 +184,15 @@ class Session:
         horizon = now if final else now - REORDER_NS
         while self._heap and self._heap[0][0] <= horizon:
             _ts, _seq, ev = heapq.heappop(self._heap)
+            if ev.kind == "cwait_end" and ev.has("preexisting") and self.cwait is not None:
+                self.cwait.forget_preexisting(ev.ino)
             if self.sinks.on_event:
                 self.sinks.on_event(ev)
             self._emit(self.correlator.tick(ev.ts_ns))
             self._emit(self.correlator.feed(ev))
         self._emit(self.correlator.flush() if final else self.correlator.tick(horizon))
+        if not final:
+            self._close_wait_tick(now)
         lost = self.stats()["lost"]
         if lost != self._lost_reported:
             self._lost_reported = lost

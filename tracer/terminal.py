@@ -19,8 +19,9 @@ class Terminal:
         head, *rest = lines
         self.out.print(Text(head, style="bold"), overflow="fold")
         for line in rest:
-            self.out.print(Text(line, style="red" if "ECONN" in line or "EPIPE" in line else ""),
-                           overflow="fold")
+            style = "dim" if line.lstrip().startswith(("why:", "fix:")) else (
+                "red" if "ECONN" in line or "EPIPE" in line or "ETIMEDOUT" in line else "")
+            self.out.print(Text(line, style=style), overflow="fold")
         sys.stdout.flush()
 
     def data(self, text: str) -> None:
