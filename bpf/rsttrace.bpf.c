@@ -155,6 +155,8 @@ static __always_inline void rst_fill_sock(struct rst_event *e, const void *sk)
 		e->flags |= RST_F_ORPHAN;
 	if ((flags & (1ULL << RST_SOCK_LINGER)) && RD(sk, OFF_SK_LINGERTIME, u64) == 0)
 		e->flags |= RST_F_LINGER0;
+	if (RD(sk, OFF_TCP_LINGER2, int) < 0)
+		e->flags |= RST_F_LINGER2;
 	e->ino = rst_sk_ino(sk);
 }
 
@@ -201,6 +203,13 @@ static __always_inline int rst_pass(const struct rst_event *e)
 		return 0;
 	if (e->family && !rst_pass_where(cfg, e->netns, e->sport, e->dport))
 		return 0;
+	if (!e->family) {
+		/* Process events (exit by a signal, a handled SIGPIPE) matter only
+		 * for processes whose calls already failed on a connection. */
+		u32 tgid = e->pid;
+
+		return rst_tgids.lookup(&tgid) ? 1 : 0;
+	}
 	if (!cfg->want_pid && !cfg->want_comm)
 		return 1;
 	if (e->skaddr) {

@@ -38,6 +38,7 @@
 #define RST_F_SIGPIPE		0x40	/* io error: this call generated SIGPIPE */
 #define RST_F_EXITING		0x80	/* closed by a task dying of a signal (aux: the signal) */
 #define RST_F_PREEXISTING	0x100	/* CWAIT_END: in CLOSE_WAIT before tracing started */
+#define RST_F_LINGER2		0x200	/* TCP_LINGER2 < 0: no FIN_WAIT2, abort instead */
 
 /* rst_event.reason when the kernel gives none (before 6.10). */
 #define RST_REASON_NONE		0xffffffff

@@ -128,7 +128,7 @@ REASON_KIND = {
     "TCP_ABORT_ON_DATA": "write-after-close",
 }
 # Close-path causes that decide the kind whatever the reset's reason says.
-CAUSE_KINDS = ("process-killed", "abort-on-close", "linger-zero", "socket-destroyed")
+CAUSE_KINDS = ("process-killed", "abort-on-close", "linger-zero", "socket-destroyed", "linger2-abort")
 TIMEOUT_ERRORS = ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN")
 SIGPIPE_FATES = ("killed", "handled", "ignored", "none", "delivered")
 # Sockets closed by killed processes, remembered to explain a later RST to their peers.
@@ -205,6 +205,8 @@ class Incident:
             return True
         if not self.reset_seen or self.victim is None or self.pending_signal:
             return False
+        if self.owner is not None and not (self.owner.closed or self.owner.exit_signal is not None):
+            return False
         return self.victim.closed or self.victim.exit_signal is not None
 
     def classify(self) -> str:
@@ -215,7 +217,7 @@ class Incident:
             return self.cause
         if self.cause == "timeout":
             keepalive = (self.reason == "TCP_KEEPALIVE_TIMEOUT"
-                         or (self.reset_seen and not self.reset_passive and self.reason is None)
+                         or (self.reset_ns is not None and not self.reset_passive and self.reason is None)
                          or (self.probes and not self.retransmissions))
             return "keepalive-timeout" if keepalive else "retransmit-timeout"
         vstate = self.victim.state if self.victim else ""
@@ -298,6 +300,8 @@ def _close_cause(ev: Event) -> str | None:
         return "abort-on-close"
     if ev.has("linger0"):
         return "linger-zero"
+    if ev.has("linger2") and ev.state == "FIN_WAIT1":
+        return "linger2-abort"
     return None
 
 
@@ -320,8 +324,8 @@ class Correlator:
         self.by_tuple: dict[tuple, Incident] = {}  # ending side's tuple -> incident awaiting its peer
         self.by_peer: dict[tuple, Incident] = {}  # victim-side tuple -> incident awaiting its sender
         self.sigpipe_tids: dict[int, Incident] = {}
-        # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts)
-        self.killed: OrderedDict[tuple, tuple[int, str, int, int]] = OrderedDict()
+        # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts, netns)
+        self.killed: OrderedDict[tuple, tuple[int, str, int, int, int]] = OrderedDict()
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
 
     # -- public ---------------------------------------------------------------
@@ -431,11 +435,11 @@ class Correlator:
         if not any(e["call"] == "connect" for e in v.errors):
             v.errors.append({"call": "connect", "errno": ev.err, "ts_ns": ev.ts_ns, "pid": None, "tid": None})
 
-    def _remembered_killer(self, inc: Incident, tup: tuple) -> None:
+    def _remembered_killer(self, inc: Incident, tup: tuple, netns: int | None = None) -> None:
         """A peer's RST from a socket that a killed process had closed with FIN: name it."""
         found = self.killed.get(tup)
-        if found and not inc.culprit_pid:
-            inc.culprit_pid, inc.culprit_comm, inc.culprit_signal, _ = found
+        if found and not inc.culprit_pid and (netns is None or found[4] == netns):
+            inc.culprit_pid, inc.culprit_comm, inc.culprit_signal = found[:3]
             inc.cause, inc.ended_with = "process-killed", "FIN"
 
     # -- event handlers -----------------------------------------------------------
@@ -510,15 +514,18 @@ class Correlator:
             inc.culprit_signal = ev.signal
             inc.ended_with = "RST" if ev.bytes or ev.has("linger0") else "FIN"
             if inc.ended_with == "FIN":
-                self.killed[ev.tuple] = (ev.pid, ev.comm, ev.signal, ev.ts_ns)
+                self.killed[ev.tuple] = (ev.pid, ev.comm, ev.signal, ev.ts_ns, ev.netns)
                 while len(self.killed) > KILLED_MEMORY:
                     self.killed.popitem(last=False)
 
     def _on_send_reset(self, ev: Event) -> Incident | None:
         inc = self.socks.get((ev.netns, ev.sk)) if ev.sk and not ev.has("nosk") else None
         if inc is None:
+            # A reset from the same host for a connection already reported (a killed process's
+            # socket answering from TIME_WAIT): same tuple, same namespace.
             inc = self.by_tuple.get(ev.tuple)
-            if inc is not None and (inc.reset_seen or ev.ts_ns - inc.last_ns > self.match_window_ns):
+            if inc is not None and (inc.reset_seen or inc.netns != ev.netns
+                                    or ev.ts_ns - inc.last_ns > self.match_window_ns):
                 inc = None
         if inc is None:
             peer = self.by_peer.get(_reverse(ev.tuple))
@@ -534,7 +541,7 @@ class Correlator:
                 self.by_tuple[ev.tuple] = inc
             inc.state = inc.state or ev.state
             inc.bytes_discarded = inc.bytes_discarded or ev.bytes
-            self._remembered_killer(inc, ev.tuple)
+            self._remembered_killer(inc, ev.tuple, ev.netns)
         inc.reason = ev.reason
         inc.reset_ns = ev.ts_ns
         inc.reset_seen = True
@@ -615,9 +622,12 @@ class Correlator:
         return touched
 
     def _on_destroy(self, ev: Event) -> Incident | None:
-        inc = self.socks.pop((ev.netns, ev.sk), None)
-        if inc is not None and inc.victim_sk == (ev.netns, ev.sk) and inc.victim is not None:
+        key = (ev.netns, ev.sk)
+        inc = self.socks.pop(key, None)
+        if inc is not None and inc.victim_sk == key and inc.victim is not None:
             inc.victim.closed = True
+        elif inc is not None and inc.owner is not None:
+            inc.owner.closed = True
         return inc
 
     def _on_cwait_end(self, ev: Event) -> Incident:

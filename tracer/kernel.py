@@ -43,6 +43,7 @@ OFFSETS = (
     ("TCP_COPIED_SEQ", "tcp_sock", "copied_seq"),
     ("TCP_RETRANS_STAMP", "tcp_sock", "retrans_stamp"),
     ("TCP_MSTAMP", "tcp_sock", "tcp_mstamp"),
+    ("TCP_LINGER2", "tcp_sock", "linger2"),
     ("SOCKET_ALLOC_SOCKET", "socket_alloc", "socket"),
     ("SOCKET_ALLOC_INODE", "socket_alloc", "vfs_inode"),
     ("INODE_INO", "inode", "i_ino"),

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,20 +200,31 @@ class Hosts:
             stack.enter_context(self.b)
             self.addr_a, self.addr_b = f"10.200.{x}.1", f"10.200.{x}.2"
             self.addr6_a, self.addr6_b = f"fd00:200:{x}::1", f"fd00:200:{x}::2"
-            # Created inside A with its peer born in B, so the interface names
-            # never exist in (or clash within) the root namespace.
-            _ip("-n", self.a.name, "link", "add", "veth-a", "type", "veth",
-                "peer", "name", "veth-b", "netns", self.b.name)
-            for ns, dev, addr, addr6 in (
-                (self.a, "veth-a", self.addr_a, self.addr6_a),
-                (self.b, "veth-b", self.addr_b, self.addr6_b),
-            ):
-                _ip("-n", ns.name, "addr", "add", f"{addr}/24", "dev", dev)
-                # nodad: otherwise the address stays tentative (unbindable) for a while.
-                _ip("-n", ns.name, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
-                _ip("-n", ns.name, "link", "set", dev, "up")
+            self._plug()
             self._stack = stack.pop_all()
         return self
+
+    def _plug(self) -> None:
+        # Created inside A with its peer born in B, so the interface names
+        # never exist in (or clash within) the root namespace.
+        _ip("-n", self.a.name, "link", "add", "veth-a", "type", "veth",
+            "peer", "name", "veth-b", "netns", self.b.name)
+        for ns, dev, addr, addr6 in (
+            (self.a, "veth-a", self.addr_a, self.addr6_a),
+            (self.b, "veth-b", self.addr_b, self.addr6_b),
+        ):
+            _ip("-n", ns.name, "addr", "add", f"{addr}/24", "dev", dev)
+            # nodad: otherwise the address stays tentative (unbindable) for a while.
+            _ip("-n", ns.name, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
+            _ip("-n", ns.name, "link", "set", dev, "up")
+
+    def reboot_b(self) -> None:
+        """B crashes and comes back: unplugged first (nothing its dying processes send reaches
+        A), its processes killed, a new namespace with the same addresses and no sockets."""
+        _ip("-n", self.a.name, "link", "del", "veth-a")
+        _delete_netns(self.b.name)
+        self.b = self._stack.enter_context(Netns(self.b.prefix))
+        self._plug()
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
@@ -498,3 +509,181 @@ def clean_close(
             run.server.expect("drained")
             run.server.expect("closed")
         return run.finish(f"clean_close_{mode}")
+
+
+# -- the other ways a connection ends (issue 3) ----------------------------------------
+
+
+def _wait_state(pid: int, local_port: int, remote_port: int, state: int, timeout: float = TIMEOUT) -> None:
+    """Wait until PID's namespace has the connection in `state` (the /proc/net/tcp code)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as f:
+                for row in list(f)[1:]:
+                    local, remote, st = row.split()[1:4]
+                    if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16),
+                            int(st, 16)) == (local_port, remote_port, state):
+                        return
+        if time.monotonic() > deadline:
+            raise WorkloadError(f"connection :{local_port}->:{remote_port} never reached state {state:#x}")
+        time.sleep(0.001)
+
+
+TCP_CLOSE_WAIT = 0x08
+
+
+def linger_zero(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """The server reads everything, sets SO_LINGER {1, 0} and closes (RST); the client writes on."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "linger0", "--expect", send],
+                    ["--send", send, "--writes", 3]) as run:
+        run.server.send("close")
+        run.server.expect("closed")
+        run.wait_reset_received()
+        run.client.send("go")
+        return run.finish("linger_zero", 0)
+
+
+def killed_server(ns: Netns, sig: int = signal.SIGKILL, unread: bool = False, send: int = 1000,
+                  port: int | None = None) -> ScenarioResult:
+    """The server is killed while holding the connection (data read, or left unread), then the
+    client writes: RST from the orphan/TIME_WAIT socket (read) or the abort (unread)."""
+    mode = "hold" if unread else "readhold"
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send],
+                    ["--send", send, "--writes", 3]) as run:
+        run.server.expect("holding")
+        os.kill(run.server.pid, sig)
+        server_rc = run.server.wait()
+        if unread:
+            run.wait_reset_received()
+        else:
+            _wait_state(run.client.pid, run.client_port, run.server_port, TCP_CLOSE_WAIT)
+        run.client.send("go")
+        client_rc = run.client.wait()
+        return ScenarioResult("killed_server", run.server.pid, run.client.pid, run.server_port,
+                              run.client_port, ns.inode, list(run.server.lines), list(run.client.lines),
+                              client_rc, server_rc, send if unread else 0)
+
+
+def linger2_abort(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """The server sets TCP_LINGER2 = -1 and closes: RST once its FIN is acked; the client writes."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "linger2", "--expect", send],
+                    ["--send", send, "--writes", 3]) as run:
+        run.server.send("close")
+        run.server.expect("closed")
+        run.wait_reset_received()
+        run.client.send("go")
+        return run.finish("linger2_abort", 0)
+
+
+def destroyed(ns: Netns, send: int = 1000, port: int | None = None) -> tuple[ScenarioResult, int]:
+    """`ss -K` destroys the server's socket (tcp_abort): the client gets the RST, the server's
+    next recv ECONNABORTED. Returns the result and the pid of `ss`."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "readhold", "--expect", send],
+                    ["--send", send, "--writes", 3]) as run:
+        run.server.expect("holding")
+        ss = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, "ss", "-K", "-t", "state", "established",
+             f"( sport = :{run.server_port} and dport = :{run.client_port} )"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = ss.communicate(timeout=TIMEOUT)
+        if ss.returncode != 0:
+            raise WorkloadError(f"ss -K failed ({ss.returncode}): {out}")
+        run.wait_reset_received()
+        run.client.send("go")
+        run.client.wait()
+        run.server.send("recv")
+        run.server.expect("recv")
+        return run.finish("destroyed", 0), ss.pid
+
+
+def refused(ns: Netns, port: int = 9, server_addr: str = "127.0.0.1") -> ScenarioResult:
+    """connect() to a port nobody listens on: RST answers the SYN, ECONNREFUSED."""
+    bins = build_workloads()
+    with Proc(ns, [bins / "rst_client", server_addr, str(port), "--may-fail"]) as client:
+        client.expect("connect")
+        rc = client.wait()
+    return ScenarioResult("refused", 0, client.pid, port, 0, ns.inode, [], list(client.lines), rc, 0, None)
+
+
+def half_close(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """The client sends, shuts down its write side and reads to EOF; the server drains, replies
+    and closes. No reset."""
+    bins = build_workloads()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(Proc(ns, [bins / "rst_server", str(port or 0), "--mode", "drain"]))
+        server_port = int(server.expect("listening").split()[1])
+        client = stack.enter_context(
+            Proc(ns, [bins / "rst_client", "127.0.0.1", str(server_port), "--send", str(send), "--shutdown"]))
+        connected = client.expect("connected")
+        server.expect("accepted")
+        server.send("close")
+        server.expect("closed")
+        client.expect("eof")
+        client_rc = client.wait()
+        server.send("exit")
+        server_rc = server.wait()
+        return ScenarioResult("half_close", server.pid, client.pid, server_port, _field(connected, "sport"),
+                              ns.inode, list(server.lines), list(client.lines), client_rc, server_rc, 0)
+
+
+@contextlib.contextmanager
+def close_wait(ns: Netns, send: int = 1000, port: int | None = None) -> Iterator[_Run]:
+    """The client sends and closes; the server never closes: its socket sits in CLOSE_WAIT with
+    `send` unread bytes until the caller sends "close" to run.server."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "hold", "--expect", send],
+                    ["--send", send, "--writes", 0]) as run:
+        run.server.expect("holding")
+        run.client.send("go")
+        run.client.expect("done")
+        _wait_state(run.server.pid, run.server_port, run.client_port, TCP_CLOSE_WAIT)
+        yield run
+
+
+def _iptables(ns: Netns, *rule: str) -> None:
+    ns.run("iptables", "-w", *rule)
+
+
+def peer_timeout(hosts: Hosts, keepalive: bool, send: int = 1000, port: int | None = None,
+                 before_cleanup: Callable[[], object] | None = None) -> ScenarioResult:
+    """B goes silent (every packet to it dropped) while A's client holds the connection.
+
+    keepalive: the idle client blocks in recv with keepalive 1 s/1 s/3 probes and gets ETIMEDOUT
+    after the kernel's keepalive RST. Otherwise the client keeps writing every 250 ms with
+    TCP_USER_TIMEOUT 3000 ms: retransmissions, ETIMEDOUT, then EPIPE and SIGPIPE.
+    before_cleanup runs once the client has ended, while B's server still holds its socket.
+    """
+    if keepalive:
+        client_args: list[object] = ["--send", send, "--recv", "--keepalive", "1,1,3"]
+    else:
+        client_args = ["--send", send, "--writes", 40, "--gap-ms", 250, "--user-timeout", 3000]
+    with _connected(hosts.b, hosts.a, hosts.addr_b, port, ["--mode", "readhold", "--expect", send],
+                    client_args) as run:
+        run.server.expect("holding")
+        _iptables(hosts.b, "-A", "INPUT", "-j", "DROP")
+        run.client.send("go")
+        client_rc = run.client.wait(timeout=30)
+        if before_cleanup is not None:
+            before_cleanup()
+        run.server.send("exit")
+        server_rc = run.server.wait()
+        return ScenarioResult("peer_timeout", run.server.pid, run.client.pid, run.server_port,
+                              run.client_port, hosts.b.inode, list(run.server.lines),
+                              list(run.client.lines), client_rc, server_rc, 0)
+
+
+def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """B crashes (unplugged, its server killed, the namespace gone) and comes back with the same
+    address and no socket; A's client writes on: RST from no socket, ECONNRESET, EPIPE."""
+    # A gap between writes: the first one after the reboot waits for address resolution on
+    # the new link, and the next must not be sent before the RST it draws has arrived.
+    with _connected(hosts.b, hosts.a, hosts.addr_b, port, ["--mode", "readhold", "--expect", send],
+                    ["--send", send, "--writes", 3, "--gap-ms", 100]) as run:
+        run.server.expect("holding")
+        hosts.reboot_b()
+        server_rc = run.server.wait()
+        run.client.send("go")
+        client_rc = run.client.wait()
+        return ScenarioResult("crash_reboot", run.server.pid, run.client.pid, run.server_port,
+                              run.client_port, hosts.b.inode, list(run.server.lines),
+                              list(run.client.lines), client_rc, server_rc, 0)

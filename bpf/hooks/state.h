@@ -46,21 +46,25 @@ static __always_inline u32 rst_unanswered_ms(const void *sk)
 	return (u32)(now_us / 1000) - start;
 }
 
-/* A socket closed with a FIN by a task dying of a signal (process killed). */
-static __always_inline void rst_fin_by_dying(void *ctx, const void *sk, int oldstate, int newstate)
+/* A close that sends FIN, reported only when it matters: by a task dying of a
+ * signal (process killed), or with TCP_LINGER2 < 0 (it will end in an RST). */
+static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstate, int newstate)
 {
 	struct rst_event e = {};
 
 	if (!rst_is_tcp(sk))
 		return;
 	e.ctx = rst_context();
+	if (e.ctx != RST_CTX_TASK)
+		return;
 	e.aux = rst_dying_of(e.ctx);
-	if (!e.aux)
+	if (!e.aux && RD(sk, OFF_TCP_LINGER2, int) >= 0)
 		return;
 	rst_fill_task(&e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_CLOSE;
-	e.flags |= RST_F_EXITING;
+	if (e.aux)
+		e.flags |= RST_F_EXITING;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
 	rst_emit(ctx, &e);
@@ -82,7 +86,7 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	if (oldstate == RST_TCP_CLOSE_WAIT && rst_is_tcp(sk))
 		rst_cwait_leave_sk(ctx, sk, newstate);
 	if (newstate == RST_TCP_FIN_WAIT1 || newstate == RST_TCP_LAST_ACK) {
-		rst_fin_by_dying(ctx, sk, oldstate, newstate);
+		rst_fin_close(ctx, sk, oldstate, newstate);
 		return 0;
 	}
 	if (newstate != RST_TCP_CLOSE)

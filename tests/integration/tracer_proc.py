@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,14 @@ class Tracer:
 
     def __enter__(self) -> "Tracer":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(
+            target=lambda: self._err.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
+        self._err_reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not self.ready.exists():
             if self.proc.poll() is not None:
@@ -34,13 +44,42 @@ class Tracer:
             time.sleep(0.02)  # polling for readiness, not waiting for an effect
         return self
 
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self._out.append(line)
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_incident(self, timeout: float = 10.0) -> dict:
+        """The next incident printed on stdout (blocking for it, not sleeping)."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no incident within {timeout}s") from None
+        if line is None:
+            raise AssertionError(f"rsttrace ended without another incident: {''.join(self._err)}")
+        return json.loads(line)
+
+    def wait_stderr(self, text: str, timeout: float = 10.0) -> None:
+        """Poll what rsttrace printed on stderr until `text` shows up."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self._err)):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} not on stderr within {timeout}s: {''.join(self._err)}")
+            time.sleep(0.02)  # polling output, not waiting for an effect
+
     def stop(self) -> tuple[list[dict], str, int]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
-        self.incidents = [json.loads(line) for line in out.splitlines() if line.strip()]
-        self.stderr = err
-        self.returncode = self.proc.returncode
-        return self.incidents, err, self.proc.returncode
+        if getattr(self, "returncode", None) is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self._reader.join(30)
+            self._err_reader.join(30)
+            self.incidents = [json.loads(line) for line in self._out]
+            self.stderr = "".join(self._err)
+            self.returncode = self.proc.returncode
+        return self.incidents, self.stderr, self.returncode
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.trace.read_text().splitlines()]

@@ -5,18 +5,22 @@
  *
  * Usage: rst_client HOST PORT [--send N] [--writes K] [--chunk C]
  *                   [--gap-ms MS] [--sigpipe default|ignore|handle]
- *                   [--nosignal] [--recv]
+ *                   [--nosignal] [--recv] [--shutdown] [--may-fail]
+ *                   [--keepalive IDLE,INTVL,CNT] [--user-timeout MS]
  *
  * HOST is an IPv4 or IPv6 address literal.  Driven line by line by
  * tracer/scenarios.py: it prints "connected pid=PID sport=PORT" and "sent N",
  * waits for "go", then prints "write RET ERRNO" per write (or one
- * "recv RET ERRNO" with --recv) and "done".
+ * "recv RET ERRNO" with --recv) and "done". With --shutdown it half-closes
+ * after sending and reads to EOF ("eof N") instead of waiting for "go". With
+ * --may-fail a failed connect() prints "connect -1 ERRNO" and exits 0.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,7 +54,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: rst_client HOST PORT [--send N] [--writes K] "
 		"[--chunk C] [--gap-ms MS] [--sigpipe default|ignore|handle] "
-		"[--nosignal] [--recv]\n");
+		"[--nosignal] [--recv] [--shutdown] [--may-fail] "
+		"[--keepalive IDLE,INTVL,CNT] [--user-timeout MS]\n");
 	exit(2);
 }
 
@@ -119,7 +124,39 @@ static void set_sigpipe(const char *how)
 		die("sigaction");
 }
 
-static int connect_to(const char *host, long port, int *sport)
+struct sockopts {
+	int keepalive[3];	/* idle s, interval s, count; 0: off */
+	int user_timeout_ms;	/* 0: kernel default */
+	int may_fail;
+};
+
+static void set_opt(int fd, int level, int name, int value, const char *what)
+{
+	if (setsockopt(fd, level, name, &value, sizeof(value)) < 0)
+		die(what);
+}
+
+static void apply(int fd, const struct sockopts *o)
+{
+	if (o->keepalive[0]) {
+		set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "setsockopt(SO_KEEPALIVE)");
+		set_opt(fd, IPPROTO_TCP, TCP_KEEPIDLE, o->keepalive[0], "setsockopt(TCP_KEEPIDLE)");
+		set_opt(fd, IPPROTO_TCP, TCP_KEEPINTVL, o->keepalive[1], "setsockopt(TCP_KEEPINTVL)");
+		set_opt(fd, IPPROTO_TCP, TCP_KEEPCNT, o->keepalive[2], "setsockopt(TCP_KEEPCNT)");
+	}
+	if (o->user_timeout_ms)
+		set_opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, o->user_timeout_ms,
+			"setsockopt(TCP_USER_TIMEOUT)");
+}
+
+static void parse_keepalive(const char *s, struct sockopts *o)
+{
+	if (sscanf(s, "%d,%d,%d", &o->keepalive[0], &o->keepalive[1], &o->keepalive[2]) != 3 ||
+	    o->keepalive[0] < 1 || o->keepalive[1] < 1 || o->keepalive[2] < 1)
+		usage();
+}
+
+static int connect_to(const char *host, long port, int *sport, const struct sockopts *o)
 {
 	struct sockaddr_storage ss;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
@@ -144,8 +181,13 @@ static int connect_to(const char *host, long port, int *sport)
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		die("socket");
-	if (connect(fd, (struct sockaddr *)&ss, len) < 0)
-		die("connect");
+	apply(fd, o);
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		if (!o->may_fail)
+			die("connect");
+		say("connect -1 %s", errname(errno));
+		exit(0);
+	}
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		die("getsockname");
 	*sport = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
@@ -197,7 +239,8 @@ int main(int argc, char **argv)
 {
 	const char *sigpipe = "default";
 	long total = 1000, writes = 3, chunk = 100, gap_ms = 0, port, i;
-	int nosignal = 0, do_recv = 0;
+	int nosignal = 0, do_recv = 0, half_close = 0;
+	struct sockopts opts = { { 0, 0, 0 }, 0, 0 };
 	int fd, sport;
 	ssize_t n;
 
@@ -221,15 +264,38 @@ int main(int argc, char **argv)
 			nosignal = 1;
 		else if (!strcmp(argv[i], "--recv"))
 			do_recv = 1;
+		else if (!strcmp(argv[i], "--shutdown"))
+			half_close = 1;
+		else if (!strcmp(argv[i], "--may-fail"))
+			opts.may_fail = 1;
+		else if (!strcmp(argv[i], "--keepalive") && has_arg)
+			parse_keepalive(argv[++i], &opts);
+		else if (!strcmp(argv[i], "--user-timeout") && has_arg)
+			opts.user_timeout_ms = number(argv[++i], 1L << 30);
 		else
 			usage();
 	}
 	set_sigpipe(sigpipe);
 	memset(buf, 'x', sizeof(buf));
 
-	fd = connect_to(argv[1], port, &sport);
+	fd = connect_to(argv[1], port, &sport, &opts);
 	say("connected pid=%d sport=%d", (int)getpid(), sport);
 	send_all(fd, total, nosignal);
+	if (half_close) {
+		long got = 0;
+
+		if (shutdown(fd, SHUT_WR) < 0)
+			die("shutdown");
+		say("shutdown");
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			got += n;
+		if (n < 0)
+			die("read");
+		say("eof %ld", got);
+		close(fd);
+		say("done");
+		return 0;
+	}
 	wait_for_go();
 
 	if (do_recv) {

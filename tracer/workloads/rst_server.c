@@ -3,17 +3,27 @@
  * rst_server: accept one TCP connection and close it in a chosen way, so that
  * the kernel answers the peer with a reset (or, for the clean modes, does not).
  *
- * Usage: rst_server PORT [-6] [--mode unread|readall|linger0|lingering|hold]
- *                         [--expect N]
+ * Usage: rst_server PORT [-6] [--mode MODE] [--expect N]
+ *
+ * MODE says how "close" ends the connection: unread (close with the bytes
+ * unread -> RST), readall (read, close -> FIN), linger0 (read, SO_LINGER {1, 0},
+ * close -> RST), lingering (shutdown(SHUT_WR), drain to EOF, close), linger2
+ * (read, TCP_LINGER2 = -1, close -> RST once the FIN is acked), drain (read to
+ * EOF, reply "bye", close: the peer half-closed). hold and readhold never close
+ * on their own (the socket stays in CLOSE_WAIT after the peer's FIN, or until
+ * the process is killed); readhold reads what arrived first; "close" reads
+ * what is queued and closes.
  *
  * Driven line by line by tracer/scenarios.py: it prints "listening PORT
- * pid=PID" and "accepted", then acts on "close" and exits on "exit" or EOF.
+ * pid=PID" and "accepted" ("holding N" in the hold modes), then acts on
+ * "close" or "recv" (one recv, "recv RET ERRNO") and exits on "exit" or EOF.
  * PORT 0 lets the kernel pick; the chosen port is printed.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +35,10 @@
 
 #include <linux/sockios.h>
 
-enum mode { MODE_UNREAD, MODE_READALL, MODE_LINGER0, MODE_LINGERING, MODE_HOLD };
+enum mode {
+	MODE_UNREAD, MODE_READALL, MODE_LINGER0, MODE_LINGERING, MODE_HOLD,
+	MODE_READHOLD, MODE_LINGER2, MODE_DRAIN,
+};
 
 static const char *const mode_names[] = {
 	[MODE_UNREAD] = "unread",
@@ -33,6 +46,9 @@ static const char *const mode_names[] = {
 	[MODE_LINGER0] = "linger0",
 	[MODE_LINGERING] = "lingering",
 	[MODE_HOLD] = "hold",
+	[MODE_READHOLD] = "readhold",
+	[MODE_LINGER2] = "linger2",
+	[MODE_DRAIN] = "drain",
 };
 
 #define EXPECT_TIMEOUT_MS 5000
@@ -57,8 +73,8 @@ static void die(const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: rst_server PORT [-6] "
-		"[--mode unread|readall|linger0|lingering|hold] [--expect N]\n");
+	fprintf(stderr, "usage: rst_server PORT [-6] [--mode unread|readall|linger0|"
+		"lingering|hold|readhold|linger2|drain] [--expect N]\n");
 	exit(2);
 }
 
@@ -151,10 +167,11 @@ static long drain(int fd)
 	return total;
 }
 
-/* Returns the socket still open (hold mode) or -1 once it is closed. */
+/* Closes the connection the way the mode says; returns -1. */
 static int finish(int fd, enum mode mode, long expect)
 {
 	static const struct linger abort_on_close = { 1, 0 };
+	static const int no_fin_wait = -1;
 
 	switch (mode) {
 	case MODE_UNREAD:
@@ -163,12 +180,17 @@ static int finish(int fd, enum mode mode, long expect)
 		break;
 	case MODE_READALL:
 	case MODE_LINGER0:
+	case MODE_LINGER2:
 		wait_queued(fd, expect);
 		say("read %ld", read_queued(fd));
 		if (mode == MODE_LINGER0 &&
 		    setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close,
 			       sizeof(abort_on_close)) < 0)
 			die("setsockopt(SO_LINGER)");
+		if (mode == MODE_LINGER2 &&
+		    setsockopt(fd, IPPROTO_TCP, TCP_LINGER2, &no_fin_wait,
+			       sizeof(no_fin_wait)) < 0)
+			die("setsockopt(TCP_LINGER2)");
 		break;
 	case MODE_LINGERING:
 		if (shutdown(fd, SHUT_WR) < 0)
@@ -176,13 +198,38 @@ static int finish(int fd, enum mode mode, long expect)
 		say("shutdown");
 		say("drained %ld", drain(fd));
 		break;
+	case MODE_DRAIN:
+		say("drained %ld", drain(fd));
+		if (write(fd, "bye\n", 4) != 4)
+			die("write");
+		break;
 	case MODE_HOLD:
-		say("holding");
-		return fd;
+	case MODE_READHOLD:
+		/* A late close, done properly: nothing left unread, so FIN. */
+		say("read %ld", read_queued(fd));
+		break;
 	}
 	close(fd);
 	say("closed");
 	return -1;
+}
+
+/* The hold modes: keep the socket open, having read what arrived (readhold). */
+static void hold(int fd, enum mode mode, long expect)
+{
+	wait_queued(fd, expect);
+	if (mode == MODE_READHOLD)
+		say("holding %ld", read_queued(fd));
+	else
+		say("holding %d", queued(fd));
+}
+
+static void recv_once(int fd)
+{
+	char buf[4096];
+	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+	say("recv %zd errno=%d", n, n < 0 ? errno : 0);
 }
 
 static int listen_on(long port, int v6)
@@ -258,6 +305,8 @@ int main(int argc, char **argv)
 		die("accept");
 	close(lfd);
 	say("accepted");
+	if (mode == MODE_HOLD || mode == MODE_READHOLD)
+		hold(fd, mode, expect);
 
 	while (fgets(cmd, sizeof(cmd), stdin)) {
 		cmd[strcspn(cmd, "\r\n")] = '\0';
@@ -265,6 +314,8 @@ int main(int argc, char **argv)
 			break;
 		if (!strcmp(cmd, "close") && fd >= 0)
 			fd = finish(fd, mode, expect);
+		else if (!strcmp(cmd, "recv") && fd >= 0)
+			recv_once(fd);
 		else
 			fprintf(stderr, "rst_server: unexpected command '%s'\n", cmd);
 	}

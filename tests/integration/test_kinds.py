@@ -1,0 +1,259 @@
+"""Every way a connection ends abnormally, each named exactly, from real sockets and processes."""
+
+from __future__ import annotations
+
+import random
+import signal
+
+import pytest
+
+from tracer import scenarios
+
+from .tracer_proc import Tracer
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workloads():
+    scenarios.build_workloads()
+
+
+@pytest.fixture
+def ns():
+    with scenarios.Netns("rstkind") as n:
+        yield n
+
+
+@pytest.fixture
+def hosts():
+    with scenarios.Hosts("rstk") as h:
+        yield h
+
+
+def free_port() -> int:
+    # Each test has namespaces of its own: any port is free there; a random one keeps
+    # host-wide port filters from matching other tests' connections.
+    return random.randint(20000, 60000)
+
+
+def run_traced(tracer_args, scenario):
+    with Tracer(*tracer_args) as t:
+        res = scenario()
+        incidents, err, rc = t.stop()
+    assert rc == 0, err
+    return res, incidents, err
+
+
+def errors(side) -> list[tuple[str, str]]:
+    return [(e["call"], e["errno"]) for e in side["errors"]]
+
+
+def lo(port):
+    return {"addr": "127.0.0.1", "port": port}
+
+
+def test_linger_zero_is_not_unread_data(ns):
+    res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.linger_zero(ns))
+    assert res.client_returncode == -13
+    [inc] = incs
+    assert inc["kind"] == "linger-zero"
+    assert inc["reason"] in ("TCP_STATE", None)
+    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
+    assert inc["bytes_discarded"] == 0
+    assert inc["state"] == "ESTABLISHED"
+    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
+    v = inc["victim"]
+    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
+    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
+    assert v["sigpipe"] == "killed" and v["exit_signal"] == 13
+    assert "SO_LINGER" in inc["summary"] and inc["advice"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_server_killed_with_unread_data(ns, sig):
+    res, incs, _ = run_traced(["--netns", str(ns.inode)],
+                              lambda: scenarios.killed_server(ns, sig=sig, unread=True))
+    assert res.server_returncode == -sig and res.client_returncode == -13
+    [inc] = incs
+    assert inc["kind"] == "process-killed"
+    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server", "signal": int(sig)}
+    assert inc["ended_with"] == "RST" and inc["bytes_discarded"] == 1000
+    assert inc["reason"] in ("TCP_ABORT_ON_CLOSE", None)
+    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
+    v = inc["victim"]
+    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
+    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"
+
+
+def test_server_killed_after_reading_ends_with_fin_then_rst(ns):
+    res, incs, _ = run_traced(["--netns", str(ns.inode)],
+                              lambda: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=False))
+    assert res.server_returncode == -9 and res.client_returncode == -13
+    # The first write went out (the FIN had only closed the other direction); the RST it
+    # drew arrived in CLOSE_WAIT, so the next write got EPIPE, and SIGPIPE, at once.
+    assert res.client_lines[2:] == ["write 100 OK"]
+    [inc] = incs
+    assert inc["kind"] == "process-killed"
+    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server", "signal": 9}
+    assert inc["ended_with"] == "FIN" and inc["bytes_discarded"] == 0
+    assert inc["state"] == "ESTABLISHED"
+    assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", None)
+    v = inc["victim"]
+    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "CLOSE_WAIT")
+    assert errors(v) == [("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"
+
+
+def test_socket_destroyed_by_ss(ns):
+    (res, ss_pid), incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.destroyed(ns))
+    assert "recv -1 errno=103" in res.server_lines
+    [inc] = incs
+    assert inc["kind"] == "socket-destroyed"
+    assert inc["reason"] in ("TCP_STATE", None)
+    assert inc["culprit"] == {"pid": ss_pid, "comm": "ss"}
+    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
+    v = inc["victim"]
+    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
+    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"
+    owner = inc["owner"]
+    assert (owner["pid"], owner["comm"]) == (res.server_pid, "rst_server")
+    assert errors(owner) == [("read", "ECONNABORTED")]
+
+
+def test_linger2_abort(ns):
+    res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.linger2_abort(ns))
+    [inc] = incs
+    assert inc["kind"] == "linger2-abort"
+    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
+    # ABORT_ON_LINGER if close() itself saw the FIN acked (FIN_WAIT2); on loopback the ACK
+    # usually comes after, and the orphan in FIN_WAIT1 resets (counted as TCPAbortOnData).
+    assert inc["reason"] in ("TCP_ABORT_ON_DATA", "TCP_ABORT_ON_LINGER", None)
+    v = inc["victim"]
+    assert (v["pid"], v["state"]) == (res.client_pid, "CLOSE_WAIT")
+    assert errors(v) == [("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"
+
+
+def test_connection_refused(ns):
+    port = free_port()
+    res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.refused(ns, port=port))
+    assert res.client_lines[-1] == "connect -1 ECONNREFUSED"
+    [inc] = incs
+    assert inc["kind"] == "connection-refused"
+    assert inc["reason"] in ("NO_SOCKET", None)
+    assert inc["local"] == lo(port)
+    v = inc["victim"]
+    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "SYN_SENT")
+    assert errors(v) == [("connect", "ECONNREFUSED")]
+
+
+def test_clean_half_close_is_silent(ns):
+    with Tracer("--netns", str(ns.inode)) as t:
+        res = scenarios.half_close(ns)
+        incs, err, rc = t.stop()
+        records = t.records()
+    assert rc == 0, err
+    assert res.client_lines[-2:] == ["eof 4", "done"]
+    assert incs == []
+    assert [r for r in records if r["type"] == "event"] == []
+
+
+def test_close_wait_leak_reported_with_owner_age_and_bytes(ns):
+    with Tracer("--netns", str(ns.inode), "--close-wait", "1", "--close-wait-every", "0.5") as t:
+        with scenarios.close_wait(ns) as run:
+            first = t.wait_incident(timeout=10)
+            t.wait_stderr(f"CLOSE_WAIT: rst_server[{run.server.pid}] holds 1 socket(s) past the threshold")
+            run.server.send("close")
+            run.server.expect("closed")
+            second = t.wait_incident(timeout=10)
+            run.server.send("exit")
+            run.server.wait()
+        incs, err, rc = t.stop()
+    assert rc == 0, err
+    assert incs == [first, second]
+    for inc in incs:
+        assert inc["kind"] == "close-wait"
+        assert inc["culprit"] == {"pid": run.server.pid, "comm": "rst_server"}
+        assert (inc["local"], inc["remote"]) == (lo(run.server_port), lo(run.client_port))
+        assert inc["close_wait_preexisting"] is False
+    # Unread while overdue; the late close read them first (so it ended with FIN).
+    assert [i["close_wait_unread"] for i in incs] == [1000, 0]
+    assert first["close_wait_closed"] is False and second["close_wait_closed"] is True
+    assert 1_000_000_000 <= first["close_wait_age_ns"] <= second["close_wait_age_ns"]
+
+
+def test_close_wait_found_at_start_up(ns):
+    with scenarios.close_wait(ns) as run:
+        with Tracer("--netns", str(ns.inode), "--close-wait", "1") as t:
+            first = t.wait_incident(timeout=10)
+            run.server.send("close")
+            run.server.expect("closed")
+            second = t.wait_incident(timeout=10)
+            incs, err, rc = t.stop()
+        run.server.send("exit")
+    assert rc == 0, err
+    assert incs == [first, second]
+    assert [i["close_wait_preexisting"] for i in incs] == [True, True]
+    assert [i["close_wait_closed"] for i in incs] == [False, True]
+    assert first["close_wait_age_ns"] is None  # it was there before tracing began
+    assert [i["close_wait_unread"] for i in incs] == [1000, 0]
+    for inc in incs:
+        assert inc["kind"] == "close-wait"
+        assert inc["culprit"] == {"pid": run.server.pid, "comm": "rst_server"}
+        assert (inc["local"], inc["remote"]) == (lo(run.server_port), lo(run.client_port))
+
+
+@pytest.mark.parametrize("keepalive", [False, True], ids=["retransmit", "keepalive"])
+def test_peer_goes_silent(hosts, keepalive):
+    port = free_port()
+    with Tracer("-P", str(port)) as t:
+        res = scenarios.peer_timeout(hosts, keepalive, port=port, before_cleanup=t.stop)
+    incs, err, rc = t.incidents, t.stderr, t.returncode
+    assert rc == 0, err
+    [inc] = incs
+    assert inc["culprit"] is None
+    assert inc["local"] == {"addr": hosts.addr_a, "port": res.client_port}
+    assert inc["remote"] == {"addr": hosts.addr_b, "port": port}
+    v = inc["victim"]
+    assert (v["pid"], v["comm"], v["port"]) == (res.client_pid, "rst_client", res.client_port)
+    if keepalive:
+        assert res.client_lines[-1] == "recv -1 ETIMEDOUT"
+        assert inc["kind"] == "keepalive-timeout"
+        assert inc["reason"] in ("TCP_KEEPALIVE_TIMEOUT", None)
+        assert inc["probes"] == 3
+        assert errors(v) == [("read", "ETIMEDOUT")]
+    else:
+        assert res.client_returncode == -13
+        assert inc["kind"] == "retransmit-timeout"
+        assert inc["reason"] is None  # the kernel gives up without sending anything
+        assert inc["retransmissions"] >= 3
+        assert 3000 <= inc["unanswered_ms"] <= 6000  # TCP_USER_TIMEOUT 3000 ms, checked per RTO
+        assert errors(v) == [("write", "ETIMEDOUT"), ("write", "EPIPE")]
+        assert v["sigpipe"] == "killed"
+
+
+def test_crash_and_reboot_draws_a_no_socket_reset(hosts):
+    port = free_port()
+    old_b = hosts.b.inode
+    res, incs, _ = run_traced(["-P", str(port)], lambda: scenarios.crash_reboot(hosts, port=port))
+    assert res.client_returncode == -13
+    assert res.client_lines[2:] == ["write 100 OK", "write -1 ECONNRESET"]  # then SIGPIPE
+    assert len(incs) == 2
+    [killed] = [i for i in incs if i["kind"] == "process-killed"]
+    [rst] = [i for i in incs if i is not killed]
+    # Killing B's server is part of the simulated crash; its FIN never left the unplugged host.
+    assert killed["kind"] == "process-killed" and killed["netns"] == old_b
+    assert killed["culprit"] == {"pid": res.server_pid, "comm": "rst_server", "signal": 9}
+    assert killed["ended_with"] == "FIN" and killed["victim"] is None
+    assert rst["reason"] in ("NO_SOCKET", None)
+    assert rst["kind"] == ("no-socket" if rst["reason"] else "reset-received")
+    assert rst["netns"] == hosts.b.inode
+    assert rst["local"] == {"addr": hosts.addr_b, "port": port}
+    assert rst["remote"] == {"addr": hosts.addr_a, "port": res.client_port}
+    v = rst["victim"]
+    assert (v["pid"], v["comm"], v["netns"]) == (res.client_pid, "rst_client", hosts.a.inode)
+    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"
