@@ -555,13 +555,17 @@ class Correlator:
         if inc is not None:
             return inc
         inc = self.by_tuple.get(_reverse(ev.tuple))
-        if inc is None or inc.victim is not None or ev.ts_ns - inc.last_ns > self.match_window_ns:
+        if (inc is None or inc.victim is not None or ev.ts_ns - inc.last_ns > self.match_window_ns
+                # A FIN end shows at the peer as CLOSE_WAIT; still ESTABLISHED, it never got
+                # that FIN, so this RST comes from elsewhere (the host rebooted, say).
+                or (inc.ended_with == "FIN" and ev.state == "ESTABLISHED")):
             inc = self._new("reset-received", ev)
             inc.laddr, inc.lport, inc.raddr, inc.rport = _reverse(ev.tuple)
             self.by_peer[ev.tuple] = inc
             # Nobody here sent it (or we cannot see the sender): do not wait for it.
             inc.reset_seen = True
-            self._remembered_killer(inc, _reverse(ev.tuple))
+            if ev.state != "ESTABLISHED":  # as above: a FIN reached this socket first
+                self._remembered_killer(inc, _reverse(ev.tuple))
         self._attach_victim(inc, ev)
         return inc
 
