@@ -74,7 +74,7 @@ KIND_TEXT = {
         "detection time you need",
     ),
     "linger2-abort": (
-        "orphan in FIN_WAIT2 aborted -> RST (TCP_LINGER2 < 0)",
+        "closed with TCP_LINGER2 < 0 -> RST (no FIN_WAIT2)",
         "the socket was closed with TCP_LINGER2 set negative, so instead of waiting for the peer's "
         "FIN the kernel reset the connection",
         "drop the negative TCP_LINGER2 unless abortive closes are wanted",

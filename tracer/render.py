@@ -75,13 +75,15 @@ def _head(inc: dict) -> str:
         else:
             end = "FIN" + (f", then RST{reason}" if inc.get("reason") else "")
         return f"{culprit} killed by {sig}: {conn} ended with {end}"
+    if kind == "linger2-abort":
+        return f"{culprit} closed {conn} with TCP_LINGER2 < 0 -> RST (no FIN_WAIT2){reason}"
     if kind == "socket-destroyed":
         return f"{culprit} destroyed {conn} (tcp_abort, e.g. ss -K) -> RST"
     if kind == "write-after-close":
         who = culprit if inc.get("culprit") else local
         return f"{who} had closed {conn}; the peer kept writing -> RST{reason}"
     if kind == "no-socket":
-        return f"{local} has no socket for {conn} (peer restarted?) -> RST{reason}"
+        return f"{local} has no socket for the connection from {remote} (restarted?) -> RST{reason}"
     if kind == "connection-refused":
         return f"{local} refused {remote}: nothing listening -> RST"
     if kind in ("retransmit-timeout", "keepalive-timeout"):
