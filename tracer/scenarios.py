@@ -687,3 +687,15 @@ def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> Sce
         return ScenarioResult("crash_reboot", run.server.pid, run.client.pid, run.server_port,
                               run.client_port, hosts.b.inode, list(run.server.lines),
                               list(run.client.lines), client_rc, server_rc, 0)
+
+
+def write_after_close(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """The server reads everything and closes normally (FIN); the client writes on anyway: the
+    server's TIME_WAIT socket answers with RST, the client gets EPIPE and SIGPIPE."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "readall", "--expect", send],
+                    ["--send", send, "--writes", 3]) as run:
+        run.server.send("close")
+        run.server.expect("closed")
+        _wait_state(run.client.pid, run.client_port, run.server_port, TCP_CLOSE_WAIT)
+        run.client.send("go")
+        return run.finish("write_after_close", 0)

@@ -57,6 +57,7 @@ SCENARIOS = {
     "linger2": _in_ns(lambda ns: scenarios.linger2_abort(ns)),
     "refused": _in_ns(lambda ns: scenarios.refused(ns, port=7)),
     "close_wait": _in_ns(_close_wait, "--close-wait", "1"),
+    "write_after_close": _in_ns(lambda ns: scenarios.write_after_close(ns)),
     "rto_timeout": _hosts(lambda h, port, t: scenarios.peer_timeout(h, False, port=port, before_cleanup=t.stop)),
     "keepalive_timeout": _hosts(lambda h, port, t: scenarios.peer_timeout(h, True, port=port, before_cleanup=t.stop)),
     "crash_reboot": _hosts(lambda h, port, t: scenarios.crash_reboot(h, port=port)),

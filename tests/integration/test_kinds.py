@@ -257,3 +257,19 @@ def test_crash_and_reboot_draws_a_no_socket_reset(hosts):
     assert (v["pid"], v["comm"], v["netns"]) == (res.client_pid, "rst_client", hosts.a.inode)
     assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
     assert v["sigpipe"] == "killed"
+
+
+def test_write_after_close(ns):
+    res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.write_after_close(ns))
+    assert res.client_returncode == -13
+    assert res.client_lines[2:] == ["write 100 OK"]  # the RST it drew made the next one EPIPE
+    [inc] = incs
+    assert inc["kind"] == "write-after-close"
+    # From TIME_WAIT, or from the orphan still in FIN_WAIT2 when the data came (TCPAbortOnData).
+    assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", None)
+    assert inc["culprit"] is None  # a normal close is not followed: the server is not named
+    assert inc["local"] == lo(res.server_port)
+    v = inc["victim"]
+    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "CLOSE_WAIT")
+    assert errors(v) == [("write", "EPIPE")]
+    assert v["sigpipe"] == "killed"

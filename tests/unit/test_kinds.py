@@ -26,6 +26,7 @@ KINDS = {
     "rto_timeout": ["retransmit-timeout"],
     "keepalive_timeout": ["keepalive-timeout"],
     "crash_reboot": ["no-socket", "process-killed"],
+    "write_after_close": ["write-after-close"],
 }
 
 
