@@ -157,3 +157,22 @@ def test_doctor_explains_the_plan():
     assert "chosen plan: tracepoint" in r.stdout
     assert "trial kprobe:" in r.stdout and "trial fentry:" in r.stdout
     assert "tracepoint tcp_send_reset: present" in r.stdout
+
+
+def test_live_view_shows_the_chain_and_why_and_what_to_do():
+    import subprocess
+    import sys
+
+    from tracer.correlate import KIND_TEXT
+
+    r = subprocess.run([sys.executable, "-m", "tracer", "-w", "demo"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    _, explanation, advice = KIND_TEXT["abort-on-close"]
+    assert len(lines) == 4
+    assert lines[0].startswith("rst_server[") and lines[0].endswith(
+        "with 1000 unread bytes -> RST (abort on close)")
+    assert lines[1].startswith("  -> rst_client[") and lines[1].endswith(
+        "write: ECONNRESET, write: EPIPE, SIGPIPE: killed")
+    assert lines[2:] == [f"     why: {explanation}", f"     fix: {advice}"]
