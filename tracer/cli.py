@@ -108,10 +108,12 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
               help="Report sockets left in CLOSE_WAIT this many seconds (0: off).")
 @click.option("--close-wait-every", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="Seconds between per-process counts of overdue CLOSE_WAIT sockets.")
+@click.option("--buffer", type=click.Choice(["auto", "perf"]), default="auto",
+              help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer.")
 @click.option("--ready-file", type=click.Path(path_type=Path), hidden=True)
 @click.pass_context
 def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration, force_plan, close_wait,
-         close_wait_every, ready_file):
+         close_wait_every, buffer, ready_file):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
     ctx.obj["wide"] = wide
@@ -125,7 +127,7 @@ def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration,
     cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
                  ready_file=ready_file, duration=duration,
                  force_plan=None if force_plan == "auto" else force_plan,
-                 close_wait_s=close_wait, close_wait_every_s=close_wait_every)
+                 close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
     _run_session(cfg, term)
 
 

@@ -101,3 +101,4 @@ class Config:
     quiet: bool = False
     close_wait_s: float = 30.0  # report sockets in CLOSE_WAIT this long; 0: do not follow
     close_wait_every_s: float = 60.0  # per-process count of overdue CLOSE_WAIT sockets
+    buffer: str = "auto"  # "perf": use the perf buffer even where the ring buffer works

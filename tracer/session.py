@@ -62,7 +62,7 @@ class Session:
         self.feats = KernelFeatures.probe(Path(os.environ.get("RSTTRACE_BTF", VMLINUX_BTF)))
         ensure_tracefs()
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
-        self.loaded = load(self.plan)
+        self.loaded = load(self.plan, perf_only=self.config.buffer == "perf")
         self.decoder = Decoder(self.feats.rst_reasons())
         old = self._start_close_wait()
         self._write_filters(cwait_old=bool(old))

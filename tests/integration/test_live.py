@@ -71,6 +71,14 @@ def test_unread_close_client_survives(ns, client, fate):
                            [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")], fate)
 
 
+def test_perf_buffer_gives_the_same_incident(ns):
+    res, incidents, records, _ = trace_scenario(ns, lambda: scenarios.unread_close(ns), "--buffer", "perf")
+    assert records[0]["plan"]["ringbuf"] is False
+    [inc] = incidents
+    assert_unread_incident(inc, res, ns, [("write", "ECONNRESET"), ("write", "EPIPE")], "killed")
+    assert records[-1]["stats"]["lost"] == 0
+
+
 def test_unread_close_client_in_recv(ns):
     res, incidents, _, _ = trace_scenario(ns, lambda: scenarios.unread_close(ns, recv=True))
     assert len(incidents) == 1
