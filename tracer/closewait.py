@@ -8,6 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from .procfs import inode_owners
+
 CLOSE_WAIT = 0x08  # the `st` column of /proc/net/tcp
 
 
@@ -70,36 +72,6 @@ def netns_pids(proc: str = "/proc") -> dict[int, int]:
             except OSError:
                 continue
     return out
-
-
-def inode_owners(inos: Iterable[int], proc: str = "/proc") -> dict[int, tuple[int, str]]:
-    """{socket inode: (pid, comm)} for the inodes asked, in one pass over /proc."""
-    wanted = {f"socket:[{i}]": i for i in inos if i}
-    found: dict[int, tuple[int, str]] = {}
-    if not wanted:
-        return found
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        fd_dir = f"{proc}/{entry.name}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                ino = wanted.get(os.readlink(f"{fd_dir}/{fd}"))
-            except OSError:
-                continue
-            if ino is not None and ino not in found:
-                try:
-                    with open(f"{proc}/{entry.name}/comm") as f:
-                        found[ino] = (int(entry.name), f.read().strip())
-                except OSError:
-                    continue
-        if len(found) == len(wanted):
-            break
-    return found
 
 
 @dataclass

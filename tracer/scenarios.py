@@ -391,7 +391,9 @@ class _Run:
     def finish(self, name: str, bytes_unread: int | None = None) -> ScenarioResult:
         client_rc = self.client.wait()
         self.server.send("exit")
-        server_rc = self.server.wait()
+        return self.result(name, client_rc, self.server.wait(), bytes_unread)
+
+    def result(self, name: str, client_rc: int, server_rc: int, bytes_unread: int | None) -> ScenarioResult:
         return ScenarioResult(
             name=name,
             server_pid=self.server.pid,
@@ -533,15 +535,20 @@ def _wait_state(pid: int, local_port: int, remote_port: int, state: int, timeout
 TCP_CLOSE_WAIT = 0x08
 
 
-def linger_zero(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
-    """The server reads everything, sets SO_LINGER {1, 0} and closes (RST); the client writes on."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "linger0", "--expect", send],
+def _reset_then_write(ns: Netns, mode: str, name: str, send: int, port: int | None) -> ScenarioResult:
+    """The server closes the `mode` way, which resets the connection; the client writes on."""
+    with _connected(ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send],
                     ["--send", send, "--writes", 3]) as run:
         run.server.send("close")
         run.server.expect("closed")
         run.wait_reset_received()
         run.client.send("go")
-        return run.finish("linger_zero", 0)
+        return run.finish(name, 0)
+
+
+def linger_zero(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
+    """The server reads everything, sets SO_LINGER {1, 0} and closes (RST); the client writes on."""
+    return _reset_then_write(ns, "linger0", "linger_zero", send, port)
 
 
 def killed_server(ns: Netns, sig: int = signal.SIGKILL, unread: bool = False, send: int = 1000,
@@ -560,20 +567,12 @@ def killed_server(ns: Netns, sig: int = signal.SIGKILL, unread: bool = False, se
             _wait_state(run.client.pid, run.client_port, run.server_port, TCP_CLOSE_WAIT)
         run.client.send("go")
         client_rc = run.client.wait()
-        return ScenarioResult("killed_server", run.server.pid, run.client.pid, run.server_port,
-                              run.client_port, ns.inode, list(run.server.lines), list(run.client.lines),
-                              client_rc, server_rc, send if unread else 0)
+        return run.result("killed_server", client_rc, server_rc, send if unread else 0)
 
 
 def linger2_abort(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
     """The server sets TCP_LINGER2 = -1 and closes: RST once its FIN is acked; the client writes."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "linger2", "--expect", send],
-                    ["--send", send, "--writes", 3]) as run:
-        run.server.send("close")
-        run.server.expect("closed")
-        run.wait_reset_received()
-        run.client.send("go")
-        return run.finish("linger2_abort", 0)
+    return _reset_then_write(ns, "linger2", "linger2_abort", send, port)
 
 
 def destroyed(ns: Netns, send: int = 1000, port: int | None = None) -> tuple[ScenarioResult, int]:
@@ -667,9 +666,7 @@ def peer_timeout(hosts: Hosts, keepalive: bool, send: int = 1000, port: int | No
             before_cleanup()
         run.server.send("exit")
         server_rc = run.server.wait()
-        return ScenarioResult("peer_timeout", run.server.pid, run.client.pid, run.server_port,
-                              run.client_port, hosts.b.inode, list(run.server.lines),
-                              list(run.client.lines), client_rc, server_rc, 0)
+        return run.result("peer_timeout", client_rc, server_rc, 0)
 
 
 def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> ScenarioResult:
@@ -684,9 +681,8 @@ def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> Sce
         server_rc = run.server.wait()
         run.client.send("go")
         client_rc = run.client.wait()
-        return ScenarioResult("crash_reboot", run.server.pid, run.client.pid, run.server_port,
-                              run.client_port, hosts.b.inode, list(run.server.lines),
-                              list(run.client.lines), client_rc, server_rc, 0)
+        run.server_ns = hosts.b  # the rebooted one
+        return run.result("crash_reboot", client_rc, server_rc, 0)
 
 
 def write_after_close(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:

@@ -14,23 +14,6 @@ from .tracer_proc import Tracer
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def workloads():
-    scenarios.build_workloads()
-
-
-@pytest.fixture
-def ns():
-    with scenarios.Netns("rstkind") as n:
-        yield n
-
-
-@pytest.fixture
-def hosts():
-    with scenarios.Hosts("rstk") as h:
-        yield h
-
-
 def free_port() -> int:
     # Each test has namespaces of its own: any port is free there; a random one keeps
     # host-wide port filters from matching other tests' connections.

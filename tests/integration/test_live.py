@@ -11,17 +11,6 @@ from .tracer_proc import Tracer
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def workloads():
-    scenarios.build_workloads()
-
-
-@pytest.fixture
-def ns():
-    with scenarios.Netns("rsttest") as n:
-        yield n
-
-
 def trace_scenario(ns, run, *args):
     with Tracer("--netns", str(ns.inode), *args) as t:
         res = run()
