@@ -18,6 +18,7 @@ from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
 from .procfs import socket_owner
 from .probes import Loaded, Plan, choose_plan, load
+from .tracefile import clocks
 
 DRAIN_INTERVAL_S = 0.05
 # Events are held this long before correlation so that records from other CPUs, and the
@@ -48,7 +49,7 @@ class Session:
         self._seq = 0
         self._lost_reported = 0
         self.incidents: list[dict] = []
-        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.wall_offset_ns = clocks()["wall_offset_ns"]
         self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
 
     # -- start / stop -------------------------------------------------------------

@@ -1,0 +1,553 @@
+"""pandas views of traces: load() reads JSON Lines or Parquet into typed events and incidents tables."""
+
+from __future__ import annotations
+
+import io
+import json
+
+try:  # several times faster on big traces; the standard library otherwise
+    from orjson import loads as _loads
+except ImportError:
+    from json import loads as _loads
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import BadTrace, RsttraceError
+from .tracefile import check_header, line_error
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+NL = b"\n"
+EVENT_MARK = b'"type":"event"'  # how TraceWriter writes it; other spellings take the slow path
+# Event fields and their column types (tracer/events.py Event). Unknown fields are kept too.
+EVENT_INTS = {"ts_ns": "int64", "pid": "int64", "tid": "int64", "sk": "uint64", "ino": "uint64",
+              "netns": "int64", "lport": "int32", "rport": "int32", "bytes": "int64", "code": "int32"}
+EVENT_STRS = ("kind", "comm", "ctx", "family", "laddr", "raddr", "oldstate", "state", "err",
+              "reason", "sigpipe")
+EVENT_ORDER = ("ts_ns", "kind", "pid", "tid", "comm", "ctx", "sk", "ino", "netns", "family", "laddr",
+               "lport", "raddr", "rport", "oldstate", "state", "bytes", "err", "code", "reason",
+               "sigpipe", "flags")
+INCIDENT_INTS = ("id", "culprit_pid", "bytes_discarded", "netns", "lport", "rport", "victim_pid",
+                 "victim_netns", "victim_port", "victim_exit_signal", "victim_error_count",
+                 "first_ns", "close_ns", "reset_ns", "last_ns", "wall_ns", "close_wait_age_ns",
+                 "clock_skew_ns")
+INCIDENT_ORDER = ("trace", "host", "id", "time", "kind", "reason", "culprit_pid", "culprit_comm",
+                  "bytes_discarded", "family", "netns", "laddr", "lport", "raddr", "rport", "state",
+                  "victim_host", "victim_pid", "victim_comm", "victim_netns", "victim_addr",
+                  "victim_port", "victim_state", "victim_sk_err", "victim_errors",
+                  "victim_error_count", "victim_sigpipe", "victim_exit_signal", "close_wait_age_ns",
+                  "first_ns", "close_ns", "reset_ns", "last_ns", "close_time", "reset_time")
+PARQUET_META = b"rsttrace"
+
+
+def _need():
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as e:
+        raise RsttraceError(f"reading traces as tables needs pandas and pyarrow ({e.name} is missing): "
+                            "pip install 'rsttrace[analysis]'") from None
+
+
+@dataclass
+class Trace:
+    """Events and incidents of one or more traces; `sources` has one entry per recording."""
+
+    events: "pd.DataFrame"
+    incidents: "pd.DataFrame"
+    sources: list[dict] = field(default_factory=list)
+    summaries: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (f"<Trace {len(self.events)} events, {len(self.incidents)} incidents from "
+                f"{len(self.files)} file(s)>")
+
+
+class _Acc:
+    """What has been read so far, across files; turned into a Trace at the end or on error."""
+
+    def __init__(self, event_columns: Iterable[str] | None) -> None:
+        self.event_columns = None if event_columns is None else list(event_columns)
+        self.event_tables: list = []
+        self.incident_frames: list = []
+        self.sources: list[dict] = []
+        self.summaries: list[dict] = []
+        self.warnings: list[str] = []
+        self.files: list[Path] = []
+
+    def add_source(self, info: dict) -> int:
+        label = info["label"]
+        taken = {s["label"] for s in self.sources}
+        n = 2
+        while label in taken:
+            label, n = f"{info['label']}#{n}", n + 1
+        self.sources.append(dict(info, label=label))
+        return len(self.sources) - 1
+
+
+def _source(head: dict, label: str, file: Path) -> dict:
+    off = head.get("wall_offset_ns")
+    return {"label": label, "file": str(file), "host": head.get("host"), "kernel": head.get("kernel"),
+            "version": head.get("version"), "wall_offset_ns": off if off else None,
+            "boot_id": head.get("boot_id"), "trace_id": head.get("trace_id"),
+            "filters": head.get("filters")}
+
+
+def _sources_of(head: dict, path: Path, acc: _Acc) -> list[int]:
+    """Global source indices for a file's local `src` numbers (merged files have several)."""
+    if head.get("sources"):
+        return [acc.add_source(dict(s, file=s.get("file") or str(path),
+                                    label=s.get("label") or Path(s.get("file") or path).name))
+                for s in head["sources"]]
+    return [acc.add_source(_source(head, path.name, path))]
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def _event_schema(columns: list[str] | None):
+    import pyarrow as pa
+
+    types = {"type": pa.string(), "src": pa.int32(), "flags": pa.list_(pa.string())}
+    types.update({k: getattr(pa, t)() for k, t in EVENT_INTS.items()})
+    types.update({k: pa.string() for k in EVENT_STRS})
+    names = list(types) if columns is None else ["src", *[c for c in columns if c in types]]
+    return pa.schema([(n, types[n]) for n in names])
+
+
+def _check_event(rec: dict, schema) -> str | None:
+    """Why a decoded event line cannot be a row (the slow path's precise check), or None."""
+    import pyarrow as pa
+
+    for name in ("ts_ns", "kind"):
+        if rec.get(name) is None:
+            return f"event without {name}"
+    for f in schema:
+        v = rec.get(f.name)
+        if v is None:
+            continue
+        if pa.types.is_integer(f.type) and (not isinstance(v, int) or isinstance(v, bool)):
+            return f"event field {f.name} is not an integer ({v!r})"
+        if pa.types.is_string(f.type) and not isinstance(v, str):
+            return f"event field {f.name} is not a string ({v!r})"
+        if pa.types.is_list(f.type) and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return f"event field {f.name} is not a list of strings ({v!r})"
+    return None
+
+
+def _events_fast(lines: list[bytes], schema):
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    if not lines:
+        return pa.Table.from_pylist([], schema=schema)
+    # Unknown fields are inferred, not dropped: a newer tracer's event fields stay visible.
+    behaviour = "infer" if len(schema) > 10 else "ignore"
+    table = pj.read_json(io.BytesIO(b"\n".join(lines)),
+                         read_options=pj.ReadOptions(block_size=16 << 20),
+                         parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                       unexpected_field_behavior=behaviour))
+    if table.num_rows != len(lines):
+        raise ValueError("row count")
+    for name in ("ts_ns", "kind"):
+        if name in table.column_names and table.column(name).null_count:
+            raise ValueError(f"null {name}")
+    return table
+
+
+def _events_slow(lines: list[bytes], schema) -> tuple[object, int | None, str | None]:
+    """Rows up to the first bad event line; (table, index of the bad line, why)."""
+    import pyarrow as pa
+
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rec = _loads(line)
+        except ValueError as e:
+            return pa.Table.from_pylist(rows, schema=schema), i, line_error(line + NL, e)
+        why = _check_event(rec, schema) if isinstance(rec, dict) else "not a JSON object"
+        if why:
+            return pa.Table.from_pylist(rows, schema=schema), i, why
+        rows.append(rec)
+    return pa.Table.from_pylist(rows, schema=schema), None, None
+
+
+def _finish_events_table(table, local_src: list[int]):
+    """Per-file table -> common shape: global src, flags as one string."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    src = table.column("src").fill_null(0) if "src" in table.column_names else \
+        pa.array([0] * table.num_rows, pa.int32())
+    if pc.max(src).as_py() is not None and pc.max(src).as_py() >= len(local_src):
+        raise ValueError("src")
+    table = table.drop_columns([c for c in ("src", "type") if c in table.column_names])
+    table = table.add_column(0, "src", pc.take(pa.array(local_src, pa.int32()), src))
+    if "flags" in table.column_names and pa.types.is_list(table.schema.field("flags").type):
+        i = table.column_names.index("flags")
+        table = table.set_column(i, "flags", pc.binary_join(table.column("flags").fill_null([]), ","))
+    return table
+
+
+# -- incidents ------------------------------------------------------------------------------
+
+
+def flatten_incident(inc: dict) -> dict:
+    """One incident (Incident.to_dict schema, plus any newer fields) as one flat row."""
+    row: dict = {}
+    for k, v in inc.items():
+        if k == "type":
+            continue
+        if k == "timestamps" and isinstance(v, dict):
+            row.update(v)
+        elif k in ("local", "remote") and isinstance(v, dict):
+            p = "l" if k == "local" else "r"
+            row[p + "addr"], row[p + "port"] = v.get("addr"), v.get("port")
+        elif k == "victim" and isinstance(v, dict):
+            for vk, vv in v.items():
+                if vk == "errors":
+                    row["victim_errors"] = ", ".join(f"{e.get('call')} {e.get('errno')}" for e in vv or [])
+                    row["victim_error_count"] = len(vv or [])
+                elif isinstance(vv, (dict, list)):
+                    row["victim_" + vk] = json.dumps(vv, separators=(",", ":"))
+                else:
+                    row["victim_" + vk] = vv
+        elif isinstance(v, dict):
+            for sk, sv in v.items():
+                row[f"{k}_{sk}"] = json.dumps(sv, separators=(",", ":")) if isinstance(sv, (dict, list)) else sv
+        elif isinstance(v, list):
+            row[k] = json.dumps(v, separators=(",", ":"))
+        else:
+            row[k] = v
+    if "close_wait_age_ns" not in row and "age_ns" in row:
+        row["close_wait_age_ns"] = row["age_ns"]
+    return row
+
+
+def _incident_frame(rows: list[dict], local_src: list[int]) -> dict:
+    """Columns (name -> list of values, None for missing) with global source numbers."""
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+    cols = {c: [r.get(c) for r in rows] for c in names}
+    for col in ("src", "victim_src", "cross_host_victim_src"):
+        if col in cols:
+            cols[col] = [local_src[int(v)] if v is not None else None for v in cols[col]]
+    if "src" not in cols:
+        cols["src"] = [local_src[0]] * len(rows)
+    return cols
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path, acc: _Acc) -> None:
+    import pyarrow as pa
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BadTrace(f"{path}: {e.strerror}") from None
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    cut: tuple[int, str] | None = None  # (0-based line, why) of the first bad line
+    if tail.strip():
+        try:
+            json.loads(tail)
+            lines.append(tail)  # complete, only the final newline is missing
+        except ValueError:
+            cut = (len(lines), "truncated last line")
+    if not lines or not lines[0].strip():
+        raise BadTrace(f"{path}:1: not an rsttrace trace (no header line)")
+    try:
+        head = check_header(path, json.loads(lines[0]))
+    except ValueError as e:
+        raise BadTrace(f"{path}:1: {line_error(lines[0] + NL, e)}") from None
+    acc.files.append(path)
+    local_src = _sources_of(head, path, acc)
+
+    others: list[tuple[int, dict]] = []
+    for i, line in enumerate(lines):
+        if i == 0 or EVENT_MARK in line or not line.strip():
+            continue
+        try:
+            rec = _loads(line)
+        except ValueError as e:
+            cut = min(cut or (i, ""), (i, line_error(line + NL, e)))
+            break
+        if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+            cut = min(cut or (i, ""), (i, 'not a trace record (no "type")'))
+            break
+        if rec["type"] == "event":  # written with other spacing
+            cut = min(cut or (i, ""), (i, "event line the fast reader cannot place"))
+            break
+        others.append((i, rec))
+
+    schema = _event_schema(acc.event_columns)
+    ev_lines = [line for line in lines if EVENT_MARK in line]
+    table = None
+    if cut is None:
+        try:
+            table = _finish_events_table(_events_fast(ev_lines, schema), local_src)
+        except (ValueError, pa.ArrowException):
+            table = None
+    if table is None:
+        # Precise path: which line is bad, and every row before it.
+        ev_index = [i for i, line in enumerate(lines) if EVENT_MARK in line]
+        if cut is not None:
+            ev_index = [i for i in ev_index if i < cut[0]]
+        raw, bad, why = _events_slow([lines[i] for i in ev_index], schema)
+        if bad is not None and (cut is None or ev_index[bad] < cut[0]):
+            cut = (ev_index[bad], why)
+            others = [(i, r) for i, r in others if i < cut[0]]
+        elif cut is None:
+            cut = (len(lines), "event src out of range")
+        table = _finish_events_table(raw, local_src)
+    if cut is not None:
+        others = [(i, r) for i, r in others if i < cut[0]]
+    acc.event_tables.append(table)
+    incidents = [flatten_incident(r) for _, r in others if r["type"] == "incident"]
+    acc.incident_frames.append(_incident_frame(incidents, local_src))
+    acc.summaries.extend(dict(r, file=str(path)) for _, r in others if r["type"] == "summary")
+    if cut is not None:
+        raise BadTrace(f"{path}:{cut[0] + 1}: {cut[1]}")
+    if not any(r["type"] == "summary" for _, r in others):
+        acc.warnings.append(f"{path}: no summary line: the recording was cut short (killed?); "
+                            "incidents still open at that moment are not in it")
+
+
+def _parquet_pair(path: Path) -> tuple[Path, Path]:
+    name = path.name
+    for suffix in (".events.parquet", ".incidents.parquet"):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            return path.with_name(stem + ".events.parquet"), path.with_name(stem + ".incidents.parquet")
+    return path.with_name(name + ".events.parquet"), path.with_name(name + ".incidents.parquet")
+
+
+def _read_parquet(path: Path, acc: _Acc) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ev_path, inc_path = _parquet_pair(path)
+    try:
+        ev = pq.read_table(ev_path, columns=None if acc.event_columns is None
+                           else ["trace", "ts_ns", *[c for c in acc.event_columns if c != "ts_ns"]])
+        inc = pq.read_table(inc_path)
+    except (OSError, pa.ArrowException) as e:
+        raise BadTrace(f"{path}: not a readable rsttrace Parquet pair ({e})") from None
+    meta = (ev.schema.metadata or {}).get(PARQUET_META)
+    if meta is None:
+        raise BadTrace(f"{ev_path}: Parquet file without rsttrace metadata (not written by rsttrace export)")
+    info = json.loads(meta)
+    acc.files.append(ev_path)
+    local = {s["label"]: acc.add_source(s) for s in info["sources"]}
+    labels = ev.column("trace").cast(pa.string())
+    src = pc.take(pa.array(list(local.values()), pa.int32()),
+                  pc.index_in(labels, value_set=pa.array(list(local), pa.string())))
+    ev = ev.drop_columns([c for c in ("trace", "host", "time") if c in ev.column_names])
+    ev = ev.add_column(0, "src", src)
+    for i, f in enumerate(ev.schema):
+        if pa.types.is_dictionary(f.type):
+            ev = ev.set_column(i, f.name, ev.column(i).cast(pa.string()))
+    acc.event_tables.append(ev.replace_schema_metadata(None))
+    drop = ("trace", "host", "victim_host", "time", "close_time", "reset_time")
+    cols = {c: inc.column(c).to_pylist() for c in inc.column_names if c not in drop}
+    for col, target in (("trace", "src"), ("victim_host", "victim_src")):
+        if col in inc.column_names:
+            cols[target] = [local.get(x) for x in inc.column(col).to_pylist()]
+    acc.incident_frames.append(cols)
+    acc.summaries.extend(info.get("summaries", []))
+    acc.warnings.extend(info.get("warnings", []))
+
+
+def _expand(what) -> list[Path]:
+    if isinstance(what, (str, Path)):
+        what = [what]
+    out: list[Path] = []
+    for item in what:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.events.parquet"))
+            if not found:
+                raise BadTrace(f"{p}: no traces in this folder (*.jsonl, *.events.parquet)")
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise BadTrace("no trace files given")
+    return out
+
+
+def _is_parquet(p: Path) -> bool:
+    if p.name.endswith(".parquet"):
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+# -- assembling the tables --------------------------------------------------------------------
+
+
+def _events_frame(acc: _Acc):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tables = acc.event_tables or [_finish_events_table(
+        pa.Table.from_pylist([], schema=_event_schema(acc.event_columns)), [0])]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    src = table.column("src")
+    offsets = pa.array([s.get("wall_offset_ns") for s in acc.sources] or [None], pa.int64())
+    cols: dict = {
+        "trace": _dict_of(src, [s["label"] for s in acc.sources]),
+        "host": _dict_of(src, [s.get("host") or "" for s in acc.sources]),
+    }
+    if "ts_ns" in table.column_names:
+        wall = pc.add(table.column("ts_ns"), pc.take(offsets, src))
+        cols["time"] = wall.cast(pa.timestamp("ns"))
+    names = [c for c in EVENT_ORDER if c in table.column_names]
+    names += [c for c in table.column_names if c not in names and c != "src"]
+    for name in names:
+        col = table.column(name)
+        if name in EVENT_INTS:
+            col = col.fill_null(0).cast(getattr(pa, EVENT_INTS[name])())
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = col.dictionary_encode()
+        cols[name] = col
+    df = pa.table(cols).to_pandas()
+    return df
+
+
+def _dict_of(src, labels: list[str]):
+    """Per-source labels for each row, as a dictionary (categorical) column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unique = list(dict.fromkeys(labels or [""]))
+    index = pa.array([unique.index(x) for x in labels or [""]], pa.int32())
+    codes = pc.take(index, src)
+    dict_type = pa.dictionary(pa.int32(), pa.string())
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(c, pa.array(unique, pa.string()))
+                             for c in codes.chunks], type=dict_type)
+
+
+def _incidents_frame(acc: _Acc):
+    import pandas as pd
+
+    parts = [c for c in acc.incident_frames if c.get("src")]
+    n = sum(len(p["src"]) for p in parts)
+    names: dict[str, None] = {}
+    for p in parts:
+        names.update(dict.fromkeys(p))
+
+    def column(name: str) -> list:
+        out: list = []
+        for p in parts:
+            out.extend(p.get(name) or [None] * len(p["src"]))
+        return out
+
+    labels = [s["label"] for s in acc.sources]
+    hosts = [s.get("host") or "" for s in acc.sources]
+    offsets = [s.get("wall_offset_ns") for s in acc.sources]
+    src = column("src")
+    data: dict = {
+        "trace": pd.Categorical([labels[s] for s in src], categories=labels),
+        "host": pd.Categorical([hosts[s] for s in src]),
+    }
+    vsrc = column("victim_src")
+    # Where a merged incident's victim was recorded; otherwise the incident's own host.
+    data["victim_host"] = pd.Categorical([hosts[v if v is not None else s] for v, s in zip(vsrc, src)])
+    for col in INCIDENT_INTS:
+        data[col] = pd.array(column(col), dtype="Int64")
+    data["bytes_discarded"] = data["bytes_discarded"].fillna(0)
+    off = pd.array([offsets[s] for s in src], dtype="Int64")
+    for col, base in (("time", "first_ns"), ("close_time", "close_ns"), ("reset_time", "reset_ns")):
+        data[col] = pd.to_datetime(pd.Series(data[base] + off), unit="ns").astype("datetime64[ns]").array
+    for col in names:
+        if col not in data and col not in ("src", "victim_src", "type"):
+            data[col] = _typed(column(col))
+    for col in INCIDENT_ORDER:
+        if col not in data:
+            data[col] = pd.Categorical([None] * n)
+    order = [c for c in INCIDENT_ORDER if c in data]
+    return pd.DataFrame({c: data[c] for c in order + [c for c in data if c not in order]},
+                        index=pd.RangeIndex(n))
+
+
+def _typed(vals: list):
+    """A column of unknown meaning: integers stay integers (nullable), strings become categories."""
+    import pandas as pd
+
+    kinds = {type(v) for v in vals if v is not None}
+    if kinds == {bool}:
+        return pd.array(vals, dtype="boolean")
+    if kinds == {int}:
+        return pd.array(vals, dtype="Int64")
+    if kinds <= {str}:
+        return pd.Categorical(vals)
+    if kinds <= {int, float}:
+        return pd.array(vals, dtype="Float64")
+    return pd.array(vals, dtype=object)
+
+
+def _trace(acc: _Acc) -> Trace:
+    return Trace(events=_events_frame(acc), incidents=_incidents_frame(acc), sources=acc.sources,
+                 summaries=acc.summaries, warnings=acc.warnings, files=acc.files)
+
+
+def load(what, *, event_columns: Iterable[str] | None = None) -> Trace:
+    """Load traces: a path, a list of paths, or a folder; JSON Lines or rsttrace Parquet.
+
+    A malformed or truncated file raises BadTrace naming the file and line; its `.partial`
+    is the Trace of everything read before that line. `event_columns` limits the event
+    columns parsed (faster when only a few are needed).
+    """
+    _need()
+    acc = _Acc(event_columns)
+    try:
+        for path in _expand(what):
+            if _is_parquet(path):
+                _read_parquet(path, acc)
+            else:
+                _read_jsonl(path, acc)
+    except BadTrace as e:
+        e.partial = _trace(acc)  # type: ignore[attr-defined]
+        raise
+    return _trace(acc)
+
+
+def export(trace: Trace, prefix: Path, fmt: str) -> list[Path]:
+    """Write PREFIX.events.FMT and PREFIX.incidents.FMT (fmt: parquet or csv)."""
+    import pyarrow as pa
+
+    out = []
+    meta = json.dumps({"sources": trace.sources, "summaries": trace.summaries,
+                       "warnings": trace.warnings}).encode()
+    for name, df in (("events", trace.events), ("incidents", trace.incidents)):
+        path = Path(f"{prefix}.{name}.{fmt}")
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        try:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_META: meta})
+                pq.write_table(table, path)
+            else:
+                import pyarrow.csv as pcsv
+
+                plain = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
+                         for c in table.columns]
+                pcsv.write_csv(pa.table(plain, names=table.column_names), path)
+        except OSError as e:
+            raise RsttraceError(f"cannot write {path}: {e.strerror or e}") from None
+        out.append(path)
+    return out
