@@ -61,11 +61,15 @@ def is_receiver_half(inc: dict) -> bool:
 
 
 def _wall(inc: dict, offset: int, *keys: str) -> int:
+    """The earliest of these timestamps, on the wall clock."""
     ts = inc["timestamps"]
-    for k in keys:
-        if ts.get(k) is not None:
-            return ts[k] + offset
-    raise ValueError("no timestamp")
+    found = [ts[k] for k in keys if ts.get(k) is not None]
+    return min(found) + offset
+
+
+def _has_time(inc: dict) -> bool:
+    ts = inc["timestamps"]
+    return ts.get("close_ns") is not None or ts.get("reset_ns") is not None
 
 
 def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], offsets: list[int],
@@ -77,7 +81,10 @@ def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], off
         by_tuple.setdefault(_tuple(inc), []).append(j)
     candidates = []
     for i, (src_s, inc_s) in enumerate(halves_s):
-        t_s = _wall(inc_s, offsets[src_s], "reset_ns", "close_ns", "first_ns")
+        # The close (or the RST) on the sender; the receiver's first event can carry an
+        # earlier timestamp than tcp_send_reset's, which fires after the segment left.
+        t_s = _wall(inc_s, offsets[src_s], "close_ns", "reset_ns") if _has_time(inc_s) else \
+            _wall(inc_s, offsets[src_s], "first_ns")
         for j in by_tuple.get(_tuple(inc_s), ()):
             src_r, inc_r = halves_r[j]
             if src_r == src_s:

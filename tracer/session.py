@@ -92,6 +92,7 @@ class Session:
             self.exiting = True
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGHUP, stop)  # terminal gone: still complete the -o file
 
     # -- data path ----------------------------------------------------------------------
     def _on_raw(self, _ctx, data, _size) -> None:
