@@ -120,10 +120,12 @@ def _event_schema(columns: list[str] | None):
     return pa.schema([(n, types[n]) for n in names])
 
 
-def _check_event(rec: dict, schema) -> str | None:
+def _check_event(rec: dict, schema, n_src: int) -> str | None:
     """Why a decoded event line cannot be a row (the slow path's precise check), or None."""
     import pyarrow as pa
 
+    if rec.get("src") is not None and rec["src"] not in range(n_src):
+        return f"event src {rec['src']!r} names no recording of this trace"
     for name in ("ts_ns", "kind"):
         if rec.get(name) is None:
             return f"event without {name}"
@@ -140,14 +142,14 @@ def _check_event(rec: dict, schema) -> str | None:
     return None
 
 
-def _events_fast(lines: list[bytes], schema):
+def _events_fast(lines: list[bytes], schema, extras: bool):
     import pyarrow as pa
     import pyarrow.json as pj
 
     if not lines:
         return pa.Table.from_pylist([], schema=schema)
     # Unknown fields are inferred, not dropped: a newer tracer's event fields stay visible.
-    behaviour = "infer" if len(schema) > 10 else "ignore"
+    behaviour = "infer" if extras else "ignore"
     table = pj.read_json(io.BytesIO(b"\n".join(lines)),
                          read_options=pj.ReadOptions(block_size=16 << 20),
                          parse_options=pj.ParseOptions(explicit_schema=schema,
@@ -160,21 +162,38 @@ def _events_fast(lines: list[bytes], schema):
     return table
 
 
-def _events_slow(lines: list[bytes], schema) -> tuple[object, int | None, str | None]:
+def _events_slow(lines: list[bytes], schema, n_src: int, extras: bool) -> tuple[object, int | None, str | None]:
     """Rows up to the first bad event line; (table, index of the bad line, why)."""
-    import pyarrow as pa
-
-    rows = []
+    rows: list[dict] = []
     for i, line in enumerate(lines):
         try:
             rec = _loads(line)
         except ValueError as e:
-            return pa.Table.from_pylist(rows, schema=schema), i, line_error(line + NL, e)
-        why = _check_event(rec, schema) if isinstance(rec, dict) else "not a JSON object"
+            return _rows_table(rows, schema, extras), i, line_error(line + NL, e)
+        why = _check_event(rec, schema, n_src) if isinstance(rec, dict) else "not a JSON object"
         if why:
-            return pa.Table.from_pylist(rows, schema=schema), i, why
+            return _rows_table(rows, schema, extras), i, why
         rows.append(rec)
-    return pa.Table.from_pylist(rows, schema=schema), None, None
+    return _rows_table(rows, schema, extras), None, None
+
+
+def _rows_table(rows: list[dict], schema, extras: bool):
+    """Known fields typed by the schema; with `extras`, unknown fields inferred (as the fast reader)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=schema)
+    if extras:
+        names: dict[str, None] = {}
+        for r in rows:
+            names.update(dict.fromkeys(k for k in r if k not in schema.names and k != "type"))
+        for name in names:
+            vals = [r.get(name) for r in rows]
+            try:
+                col = pa.array(vals)
+            except (pa.ArrowException, OverflowError):
+                col = pa.array([None if v is None else json.dumps(v) for v in vals], pa.string())
+            table = table.append_column(name, col)
+    return table
 
 
 def _finish_events_table(table, local_src: list[int]):
@@ -272,41 +291,45 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
     local_src = _sources_of(head, path, acc)
 
     others: list[tuple[int, dict]] = []
+    odd_events: list[int] = []  # event lines spelt differently: only the precise reader takes them
+
+    def earlier(new: tuple[int, str]) -> tuple[int, str]:
+        return new if cut is None or new[0] < cut[0] else cut
+
     for i, line in enumerate(lines):
         if i == 0 or EVENT_MARK in line or not line.strip():
             continue
         try:
             rec = _loads(line)
         except ValueError as e:
-            cut = min(cut or (i, ""), (i, line_error(line + NL, e)))
+            cut = earlier((i, line_error(line + NL, e)))
             break
         if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
-            cut = min(cut or (i, ""), (i, 'not a trace record (no "type")'))
+            cut = earlier((i, 'not a trace record (no "type")'))
             break
-        if rec["type"] == "event":  # written with other spacing
-            cut = min(cut or (i, ""), (i, "event line the fast reader cannot place"))
-            break
-        others.append((i, rec))
+        if rec["type"] == "event":
+            odd_events.append(i)
+        else:
+            others.append((i, rec))
 
     schema = _event_schema(acc.event_columns)
-    ev_lines = [line for line in lines if EVENT_MARK in line]
     table = None
-    if cut is None:
+    if cut is None and not odd_events:
         try:
-            table = _finish_events_table(_events_fast(ev_lines, schema), local_src)
+            table = _finish_events_table(_events_fast([x for x in lines if EVENT_MARK in x], schema,
+                                                      acc.event_columns is None),
+                                         local_src)
         except (ValueError, pa.ArrowException):
             table = None
     if table is None:
         # Precise path: which line is bad, and every row before it.
-        ev_index = [i for i, line in enumerate(lines) if EVENT_MARK in line]
+        ev_index = sorted([i for i, line in enumerate(lines) if EVENT_MARK in line] + odd_events)
         if cut is not None:
             ev_index = [i for i in ev_index if i < cut[0]]
-        raw, bad, why = _events_slow([lines[i] for i in ev_index], schema)
-        if bad is not None and (cut is None or ev_index[bad] < cut[0]):
-            cut = (ev_index[bad], why)
-            others = [(i, r) for i, r in others if i < cut[0]]
-        elif cut is None:
-            cut = (len(lines), "event src out of range")
+        raw, bad, why = _events_slow([lines[i] for i in ev_index], schema, len(local_src),
+                                     acc.event_columns is None)
+        if bad is not None:
+            cut = earlier((ev_index[bad], why))
         table = _finish_events_table(raw, local_src)
     if cut is not None:
         others = [(i, r) for i, r in others if i < cut[0]]
@@ -386,7 +409,7 @@ def _expand(what) -> list[Path]:
 
 
 def _is_parquet(p: Path) -> bool:
-    if p.name.endswith(".parquet"):
+    if p.name.endswith(".parquet") or (not p.exists() and _parquet_pair(p)[0].exists()):
         return True
     try:
         with open(p, "rb") as f:
@@ -399,6 +422,7 @@ def _is_parquet(p: Path) -> bool:
 
 
 def _events_frame(acc: _Acc):
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -424,6 +448,10 @@ def _events_frame(acc: _Acc):
             col = col.dictionary_encode()
         cols[name] = col
     df = pa.table(cols).to_pandas()
+    for name in df.columns:
+        if isinstance(df[name].dtype, pd.CategoricalDtype) and name not in ("trace", "host"):
+            cats = df[name].cat.categories
+            df[name] = df[name].cat.reorder_categories(sorted(cats))
     return df
 
 
