@@ -104,6 +104,7 @@ def test_bad_trace_is_one_line_and_exit_10(tmp_path):
     assert r.returncode == ExitStatus.BAD_TRACE
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == f"rsttrace: error: {p}:13: truncated last line"
-    r = report(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    r = report(str(tmp_path / "empty"))
     assert r.returncode == ExitStatus.BAD_TRACE
     assert r.stderr.strip().endswith("no traces in this folder (*.jsonl, *.events.parquet)")
