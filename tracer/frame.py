@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 NL = b"\n"
+INCIDENT_MARK = b'"type":"incident"'
 EVENT_MARK = b'"type":"event"'  # how TraceWriter writes it; other spellings take the slow path
 # Event fields and their column types (tracer/events.py Event). Unknown fields are kept too.
 EVENT_INTS = {"ts_ns": "int64", "pid": "int64", "tid": "int64", "sk": "uint64", "ino": "uint64",
@@ -36,11 +37,13 @@ INCIDENT_INTS = ("id", "culprit_pid", "bytes_discarded", "netns", "lport", "rpor
                  "clock_skew_ns")
 INCIDENT_ORDER = ("trace", "host", "id", "time", "kind", "reason", "culprit_pid", "culprit_comm",
                   "bytes_discarded", "family", "netns", "laddr", "lport", "raddr", "rport", "state",
-                  "victim_host", "victim_pid", "victim_comm", "victim_netns", "victim_addr",
+                  "victim_trace", "victim_host", "victim_pid", "victim_comm", "victim_netns", "victim_addr",
                   "victim_port", "victim_state", "victim_sk_err", "victim_errors",
                   "victim_error_count", "victim_sigpipe", "victim_exit_signal", "close_wait_age_ns",
                   "first_ns", "close_ns", "reset_ns", "last_ns", "close_time", "reset_time")
 PARQUET_META = b"rsttrace"
+# Incident columns computed from others (and from the recordings' headers) when loading.
+DERIVED = ("trace", "host", "victim_host", "victim_trace", "time", "close_time", "reset_time")
 
 
 def _need():
@@ -248,18 +251,104 @@ def flatten_incident(inc: dict) -> dict:
     return row
 
 
-def _incident_frame(rows: list[dict], local_src: list[int]) -> dict:
-    """Columns (name -> list of values, None for missing) with global source numbers."""
+def _column_of(vals: list):
+    """An arrow column for values of one field; mixed or odd values are kept as JSON text."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(vals)
+    except (pa.ArrowException, OverflowError):
+        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals],
+                        pa.string())
+
+
+def _incidents_slow(rows: list[dict]):
+    """Flat rows (flatten_incident) as an arrow table."""
+    import pyarrow as pa
+
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r))
-    cols = {c: [r.get(c) for r in rows] for c in names}
-    for col in ("src", "victim_src", "cross_host_victim_src"):
-        if col in cols:
-            cols[col] = [local_src[int(v)] if v is not None else None for v in cols[col]]
-    if "src" not in cols:
-        cols["src"] = [local_src[0]] * len(rows)
-    return cols
+    return pa.table({c: _column_of([r.get(c) for r in rows]) for c in names}) if rows else pa.table({})
+
+
+def _incidents_fast(lines: list[bytes]):
+    """The same flat table as _incidents_slow, parsed and flattened by arrow; ValueError when
+    the lines hold something only the slow path handles."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    table = pj.read_json(io.BytesIO(b"\n".join(lines)), read_options=pj.ReadOptions(block_size=16 << 20))
+    if table.num_rows != len(lines):
+        raise ValueError("row count")
+    cols: dict = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "type":
+            if pc.any(pc.not_equal(col, "incident")).as_py():
+                raise ValueError("not all incidents")
+            continue
+        if pa.types.is_list(col.type):
+            raise ValueError("list")
+        if not pa.types.is_struct(col.type):
+            cols[name] = col
+            continue
+        prefix = {"timestamps": "", "victim": "victim_"}.get(name, name + "_")
+        for i, child in enumerate(col.flatten()):
+            field = col.type.field(i).name
+            if name in ("local", "remote"):
+                key = ("l" if name == "local" else "r") + field
+            else:
+                key = prefix + field
+            if name == "victim" and field == "errors":
+                cols["victim_errors"], cols["victim_error_count"] = _errors_text(child)
+            elif pa.types.is_struct(child.type) or pa.types.is_list(child.type):
+                raise ValueError("nested")
+            else:
+                cols[key] = child
+    if "close_wait_age_ns" not in cols and "age_ns" in cols:
+        cols["close_wait_age_ns"] = cols["age_ns"]
+    return pa.table(cols)
+
+
+def _errors_text(errors):
+    """victim.errors (list of {call, errno, ...}) -> "write ECONNRESET, write EPIPE", and the count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts, counts = [], []
+    for chunk in errors.chunks:
+        if pa.types.is_null(chunk.type.value_type):  # every list empty
+            texts.append(pc.if_else(chunk.is_null(), pa.scalar(None, pa.string()), ""))
+            counts.append(pc.list_value_length(chunk))
+            continue
+        values = chunk.values
+        words = pc.binary_join_element_wise(values.field("call"), values.field("errno"), " ")
+        lists = pa.ListArray.from_arrays(chunk.offsets, words, mask=chunk.is_null())
+        texts.append(pc.binary_join(lists, ", "))
+        counts.append(pc.list_value_length(chunk))
+    return pa.chunked_array(texts, pa.string()), pa.chunked_array(counts, pa.int32())
+
+
+def _finish_incidents_table(table, local_src: list[int]):
+    """Per-file table -> common shape: src and victim_src as global recording numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    index = pa.array(local_src, pa.int32())
+    for name in ("src", "victim_src"):
+        if name in table.column_names:
+            col = table.column(name).cast(pa.int32())
+            if pc.max(col).as_py() is not None and pc.max(col).as_py() >= len(local_src):
+                raise BadTrace(f"incident {name} names no recording of this trace")
+            mapped = pc.take(index, col)
+            table = table.drop_columns([name])
+        else:
+            mapped = pa.array([local_src[0]] * n if name == "src" else [None] * n, pa.int32())
+        table = table.append_column(name, mapped)
+    return table
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -297,7 +386,7 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
         return new if cut is None or new[0] < cut[0] else cut
 
     for i, line in enumerate(lines):
-        if i == 0 or EVENT_MARK in line or not line.strip():
+        if i == 0 or EVENT_MARK in line or INCIDENT_MARK in line or not line.strip():
             continue
         try:
             rec = _loads(line)
@@ -311,6 +400,34 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
             odd_events.append(i)
         else:
             others.append((i, rec))
+
+    incidents = None
+    if cut is None and not any(r["type"] == "incident" for _, r in others):
+        try:
+            incidents = _incidents_fast([x for x in lines if INCIDENT_MARK in x])
+        except (ValueError, pa.ArrowException):
+            incidents = None
+    def python_incidents() -> None:
+        """Precise path: every incident line (however spelt) in order, up to the first bad one."""
+        nonlocal cut
+        for i, line in enumerate(lines):
+            if cut is not None and i >= cut[0]:
+                break
+            if INCIDENT_MARK not in line or EVENT_MARK in line:
+                continue
+            try:
+                rec = _loads(line)
+            except ValueError as e:
+                cut = earlier((i, line_error(line + NL, e)))
+                break
+            if not isinstance(rec, dict) or rec.get("type") != "incident":
+                cut = earlier((i, "not an incident record"))
+                break
+            others.append((i, rec))
+        others.sort(key=lambda x: x[0])
+
+    if incidents is None:
+        python_incidents()
 
     schema = _event_schema(acc.event_columns)
     table = None
@@ -334,8 +451,15 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
     if cut is not None:
         others = [(i, r) for i, r in others if i < cut[0]]
     acc.event_tables.append(table)
-    incidents = [flatten_incident(r) for _, r in others if r["type"] == "incident"]
-    acc.incident_frames.append(_incident_frame(incidents, local_src))
+    if incidents is not None and cut is not None:
+        python_incidents()  # the fast reader read them all; keep only those before the cut
+        others = [(i, r) for i, r in others if i < cut[0]]
+    if incidents is None or cut is not None:
+        incidents = _incidents_slow([flatten_incident(r) for _, r in others if r["type"] == "incident"])
+    try:
+        acc.incident_frames.append(_finish_incidents_table(incidents, local_src))
+    except BadTrace as e:
+        raise BadTrace(f"{path}: {e}") from None
     acc.summaries.extend(dict(r, file=str(path)) for _, r in others if r["type"] == "summary")
     if cut is not None:
         raise BadTrace(f"{path}:{cut[0] + 1}: {cut[1]}")
@@ -380,12 +504,20 @@ def _read_parquet(path: Path, acc: _Acc) -> None:
         if pa.types.is_dictionary(f.type):
             ev = ev.set_column(i, f.name, ev.column(i).cast(pa.string()))
     acc.event_tables.append(ev.replace_schema_metadata(None))
-    drop = ("trace", "host", "victim_host", "time", "close_time", "reset_time")
-    cols = {c: inc.column(c).to_pylist() for c in inc.column_names if c not in drop}
-    for col, target in (("trace", "src"), ("victim_host", "victim_src")):
+    names = list(local)
+    index = pa.array(list(local.values()), pa.int32())
+    src = {}
+    for col, target in (("trace", "src"), ("victim_trace", "victim_src")):
         if col in inc.column_names:
-            cols[target] = [local.get(x) for x in inc.column(col).to_pylist()]
-    acc.incident_frames.append(cols)
+            labels = inc.column(col).cast(pa.string())
+            src[target] = pc.take(index, pc.index_in(labels, value_set=pa.array(names, pa.string())))
+    inc = inc.drop_columns([c for c in DERIVED if c in inc.column_names])
+    for i, f in enumerate(inc.schema):
+        if pa.types.is_dictionary(f.type):
+            inc = inc.set_column(i, f.name, inc.column(i).cast(pa.string()))
+    for target, col in src.items():
+        inc = inc.append_column(target, col)
+    acc.incident_frames.append(inc.replace_schema_metadata(None))
     acc.summaries.extend(info.get("summaries", []))
     acc.warnings.extend(info.get("warnings", []))
 
@@ -422,7 +554,6 @@ def _is_parquet(p: Path) -> bool:
 
 
 def _events_frame(acc: _Acc):
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -448,10 +579,7 @@ def _events_frame(acc: _Acc):
             col = col.dictionary_encode()
         cols[name] = col
     df = pa.table(cols).to_pandas()
-    for name in df.columns:
-        if isinstance(df[name].dtype, pd.CategoricalDtype) and name not in ("trace", "host"):
-            cats = df[name].cat.categories
-            df[name] = df[name].cat.reorder_categories(sorted(cats))
+    _sort_categories(df, keep=("trace",))
     return df
 
 
@@ -468,63 +596,77 @@ def _dict_of(src, labels: list[str]):
                              for c in codes.chunks], type=dict_type)
 
 
+def _concat(tables: list):
+    """Tables with the union of their columns; a column typed differently in two becomes text."""
+    import pyarrow as pa
+
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, ValueError):
+        types: dict[str, set] = {}
+        for t in tables:
+            for f in t.schema:
+                if not pa.types.is_null(f.type):
+                    types.setdefault(f.name, set()).add(f.type)
+        mixed = {n for n, ts in types.items() if len(ts) > 1}
+        fixed = []
+        for t in tables:
+            for i, f in enumerate(t.schema):
+                if f.name in mixed:
+                    vals = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                            for v in t.column(i).to_pylist()]
+                    t = t.set_column(i, f.name, pa.array(vals, pa.string()))
+            fixed.append(t)
+        return pa.concat_tables(fixed, promote_options="permissive")
+
+
 def _incidents_frame(acc: _Acc):
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    parts = [c for c in acc.incident_frames if c.get("src")]
-    n = sum(len(p["src"]) for p in parts)
-    names: dict[str, None] = {}
-    for p in parts:
-        names.update(dict.fromkeys(p))
-
-    def column(name: str) -> list:
-        out: list = []
-        for p in parts:
-            out.extend(p.get(name) or [None] * len(p["src"]))
-        return out
-
-    labels = [s["label"] for s in acc.sources]
-    hosts = [s.get("host") or "" for s in acc.sources]
-    offsets = [s.get("wall_offset_ns") for s in acc.sources]
-    src = column("src")
-    data: dict = {
-        "trace": pd.Categorical([labels[s] for s in src], categories=labels),
-        "host": pd.Categorical([hosts[s] for s in src]),
-    }
-    vsrc = column("victim_src")
-    # Where a merged incident's victim was recorded; otherwise the incident's own host.
-    data["victim_host"] = pd.Categorical([hosts[v if v is not None else s] for v, s in zip(vsrc, src)])
-    for col in INCIDENT_INTS:
-        data[col] = pd.array(column(col), dtype="Int64")
-    data["bytes_discarded"] = data["bytes_discarded"].fillna(0)
-    off = pd.array([offsets[s] for s in src], dtype="Int64")
-    for col, base in (("time", "first_ns"), ("close_time", "close_ns"), ("reset_time", "reset_ns")):
-        data[col] = pd.to_datetime(pd.Series(data[base] + off), unit="ns").astype("datetime64[ns]").array
-    for col in names:
-        if col not in data and col not in ("src", "victim_src", "type"):
-            data[col] = _typed(column(col))
-    for col in INCIDENT_ORDER:
-        if col not in data:
-            data[col] = pd.Categorical([None] * n)
-    order = [c for c in INCIDENT_ORDER if c in data]
-    return pd.DataFrame({c: data[c] for c in order + [c for c in data if c not in order]},
-                        index=pd.RangeIndex(n))
+    parts = [t for t in acc.incident_frames if t.num_rows]
+    table = _concat(parts) if parts else pa.table({"src": pa.array([], pa.int32()),
+                                                   "victim_src": pa.array([], pa.int32())})
+    n = table.num_rows
+    src = table.column("src")
+    vsrc = pc.coalesce(table.column("victim_src"), src)
+    labels = [s["label"] for s in acc.sources] or [""]
+    offsets = pa.array([s.get("wall_offset_ns") for s in acc.sources] or [None], pa.int64())
+    hosts = [s.get("host") or "" for s in acc.sources] or [""]
+    cols: dict = {"trace": _dict_of(src, labels), "host": _dict_of(src, hosts),
+                  "victim_trace": _dict_of(vsrc, labels), "victim_host": _dict_of(vsrc, hosts)}
+    for name in INCIDENT_INTS:
+        col = table.column(name) if name in table.column_names else pa.nulls(n, pa.int64())
+        cols[name] = col.cast(pa.int64())
+    cols["bytes_discarded"] = cols["bytes_discarded"].fill_null(0)
+    off = pc.take(offsets, src)
+    for name, base in (("time", "first_ns"), ("close_time", "close_ns"), ("reset_time", "reset_ns")):
+        cols[name] = pc.add(cols[base], off).cast(pa.timestamp("ns"))
+    for name in table.column_names:
+        if name not in cols and name not in ("src", "victim_src", "type"):
+            cols[name] = table.column(name)
+    for name in INCIDENT_ORDER:
+        if name not in cols:
+            cols[name] = pa.nulls(n, pa.string())
+    for name, col in cols.items():
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            cols[name] = col.dictionary_encode()
+    order = [c for c in INCIDENT_ORDER if c in cols]
+    order += [c for c in cols if c not in order]
+    mapper = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
+              pa.float64(): pd.Float64Dtype()}.get
+    df = pa.table({c: cols[c] for c in order}).to_pandas(types_mapper=mapper)
+    _sort_categories(df, keep=("trace",))
+    return df
 
 
-def _typed(vals: list):
-    """A column of unknown meaning: integers stay integers (nullable), strings become categories."""
+def _sort_categories(df, keep=()) -> None:
     import pandas as pd
 
-    kinds = {type(v) for v in vals if v is not None}
-    if kinds == {bool}:
-        return pd.array(vals, dtype="boolean")
-    if kinds == {int}:
-        return pd.array(vals, dtype="Int64")
-    if kinds <= {str}:
-        return pd.Categorical(vals)
-    if kinds <= {int, float}:
-        return pd.array(vals, dtype="Float64")
-    return pd.array(vals, dtype=object)
+    for name in df.columns:
+        if isinstance(df[name].dtype, pd.CategoricalDtype) and name not in keep:
+            df[name] = df[name].cat.reorder_categories(sorted(df[name].cat.categories))
 
 
 def _trace(acc: _Acc) -> Trace:

@@ -160,15 +160,18 @@ def test_version_1_files_still_load():
     assert t.sources[0]["version"] == 1 and t.sources[0]["wall_offset_ns"] == OFFSET
 
 
-def test_fast_and_precise_readers_agree(tmp_path, monkeypatch):
-    fast = tracer.load(DEFAULT)
+@pytest.mark.parametrize("which", ["_events_fast", "_incidents_fast"])
+def test_fast_and_precise_readers_agree(tmp_path, monkeypatch, which):
+    sample = Path(__file__).parent.parent.parent / "notebooks" / "sample_trace.jsonl"
+    fast = tracer.load([DEFAULT, sample])
 
     def refuse(*a, **k):
         raise ValueError("forced")
-    monkeypatch.setattr(frame, "_events_fast", refuse)
-    slow = tracer.load(DEFAULT)
+    monkeypatch.setattr(frame, which, refuse)
+    slow = tracer.load([DEFAULT, sample])
     pd.testing.assert_frame_equal(fast.events, slow.events)
     pd.testing.assert_frame_equal(fast.incidents, slow.incidents)
+    assert len(slow.incidents) == 10
 
 
 def test_parquet_round_trip_and_csv(tmp_path):

@@ -97,9 +97,10 @@ def test_reused_four_tuple_joins_the_nearest_pair(tmp_path):
     assert [i["id"] for i in incs] == [1, 2]
 
 
-def test_merge_cli_writes_a_trace_that_loads(tmp_path):
-    pytest.importorskip("pandas")
+def test_merge_cli_writes_a_trace_that_loads(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
     import tracer
+    from tracer import frame
 
     two_hosts(tmp_path, -300_000_000)
     out = tmp_path / "merged.jsonl"
@@ -111,8 +112,14 @@ def test_merge_cli_writes_a_trace_that_loads(tmp_path):
                                      "0 sender(s) without victim, 0 victim(s) without sender")
     assert "abort-on-close: rst_server[16107]" in r.stdout and "-> rst_client[16109] on client-host" in r.stdout
     t = tracer.load(out)
+    def refuse(lines):
+        raise ValueError("forced")
+    monkeypatch.setattr(frame, "_incidents_fast", refuse)  # the precise reader agrees
+    pd.testing.assert_frame_equal(tracer.load(out).incidents, t.incidents)
     [row] = t.incidents.to_dict("records")
     assert (row["host"], row["victim_host"], row["clock_skew_ns"]) == ("server-host", "client-host", -299_975_523)
+    assert (row["trace"], row["victim_trace"]) == ("server.jsonl", "client.jsonl")
+    assert (row["victim_incident_trace"], row["victim_incident_kind"]) == ("client.jsonl", "reset-received")
     assert (row["culprit_pid"], row["victim_pid"], row["bytes_discarded"]) == (16107, 16109, 1000)
     # Each host's events keep their own clock: wall time = ts_ns + that host's offset.
     ev = t.events
