@@ -154,9 +154,7 @@ def report(files, as_json, limit):
         click.echo(f"rsttrace: warning: {w}", err=True)
     summary = rep.summarize(trace)
     if as_json:
-        rows, _ = rep.rows_in_order(trace)
-        summary["incidents_list"] = [rep.jsonable(r) for r in rows]
-        click.echo(json.dumps(summary))
+        click.echo(rep.to_json(summary, trace))
         return
     rows, _ = rep.rows_in_order(trace, limit)
     click.echo("\n".join(rep.text(summary, rows)))

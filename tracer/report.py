@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -188,16 +188,8 @@ def rows_in_order(trace, limit: int | None = None) -> tuple[list[dict], int]:
     return order.to_dict("records"), len(inc)
 
 
-def jsonable(row: dict) -> dict:
-    """A flat row with plain JSON values: missing -> null, times -> ISO 8601 UTC."""
-    out = {}
-    for k, x in row.items():
-        x = _v(x)
-        if hasattr(x, "isoformat"):
-            x = x.isoformat() + "Z"
-        elif hasattr(x, "item"):  # numpy scalars
-            x = x.item()
-        elif isinstance(x, float) and math.isnan(x):
-            x = None
-        out[k] = x
-    return out
+def to_json(summary: dict, trace) -> str:
+    """The summary and every incident (flat rows, by time) as one JSON object."""
+    inc = trace.incidents.sort_values(["time", "trace", "id"], kind="stable", na_position="first")
+    rows = inc.to_json(orient="records", date_format="iso", date_unit="ns")
+    return json.dumps(summary)[:-1] + ',"incidents_list":' + rows + "}"
