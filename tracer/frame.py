@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-
-try:  # several times faster on big traces; the standard library otherwise
-    from orjson import loads as _loads
-except ImportError:
-    from json import loads as _loads
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .errors import BadTrace, RsttraceError
-from .tracefile import check_header, line_error
+from .tracefile import check_header, line_error, recordings
+
+try:  # several times faster on big traces; the standard library otherwise
+    from orjson import loads as _loads
+except ImportError:
+    from json import loads as _loads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,7 @@ class _Acc:
     def __init__(self, event_columns: Iterable[str] | None) -> None:
         self.event_columns = None if event_columns is None else list(event_columns)
         self.event_tables: list = []
-        self.incident_frames: list = []
+        self.incident_tables: list = []
         self.sources: list[dict] = []
         self.summaries: list[dict] = []
         self.warnings: list[str] = []
@@ -93,21 +93,9 @@ class _Acc:
         return len(self.sources) - 1
 
 
-def _source(head: dict, label: str, file: Path) -> dict:
-    off = head.get("wall_offset_ns")
-    return {"label": label, "file": str(file), "host": head.get("host"), "kernel": head.get("kernel"),
-            "version": head.get("version"), "wall_offset_ns": off if off else None,
-            "boot_id": head.get("boot_id"), "trace_id": head.get("trace_id"),
-            "filters": head.get("filters")}
-
-
 def _sources_of(head: dict, path: Path, acc: _Acc) -> list[int]:
     """Global source indices for a file's local `src` numbers (merged files have several)."""
-    if head.get("sources"):
-        return [acc.add_source(dict(s, file=s.get("file") or str(path),
-                                    label=s.get("label") or Path(s.get("file") or path).name))
-                for s in head["sources"]]
-    return [acc.add_source(_source(head, path.name, path))]
+    return [acc.add_source(r) for r in recordings(head, path)]
 
 
 # -- events -------------------------------------------------------------------------------
@@ -457,7 +445,7 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
     if incidents is None or cut is not None:
         incidents = _incidents_slow([flatten_incident(r) for _, r in others if r["type"] == "incident"])
     try:
-        acc.incident_frames.append(_finish_incidents_table(incidents, local_src))
+        acc.incident_tables.append(_finish_incidents_table(incidents, local_src))
     except BadTrace as e:
         raise BadTrace(f"{path}: {e}") from None
     acc.summaries.extend(dict(r, file=str(path)) for _, r in others if r["type"] == "summary")
@@ -517,7 +505,7 @@ def _read_parquet(path: Path, acc: _Acc) -> None:
             inc = inc.set_column(i, f.name, inc.column(i).cast(pa.string()))
     for target, col in src.items():
         inc = inc.append_column(target, col)
-    acc.incident_frames.append(inc.replace_schema_metadata(None))
+    acc.incident_tables.append(inc.replace_schema_metadata(None))
     acc.summaries.extend(info.get("summaries", []))
     acc.warnings.extend(info.get("warnings", []))
 
@@ -625,7 +613,7 @@ def _incidents_frame(acc: _Acc):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    parts = [t for t in acc.incident_frames if t.num_rows]
+    parts = [t for t in acc.incident_tables if t.num_rows]
     table = _concat(parts) if parts else pa.table({"src": pa.array([], pa.int32()),
                                                    "victim_src": pa.array([], pa.int32())})
     n = table.num_rows

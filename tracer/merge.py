@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadTrace
-from .tracefile import FORMAT, VERSION, TraceWriter, read
+from .tracefile import FORMAT, VERSION, TraceWriter, read, recordings
 
 # Clocks of hosts kept by NTP agree to milliseconds; two seconds also covers hosts whose clocks
 # drift a little, while a connection 4-tuple is practically never reused within it.
@@ -22,21 +22,12 @@ class Input:
     summaries: list[dict] = field(default_factory=list)
 
 
-def _sources(head: dict, path: Path) -> list[dict]:
-    if head.get("sources"):
-        return [dict(s) for s in head["sources"]]
-    return [{"label": path.name, "file": str(path), "host": head.get("host"),
-             "kernel": head.get("kernel"), "version": head.get("version"),
-             "wall_offset_ns": head.get("wall_offset_ns") or None, "boot_id": head.get("boot_id"),
-             "trace_id": head.get("trace_id"), "filters": head.get("filters")}]
-
-
 def _scan(path: Path) -> Input:
     it = read(path)
     head = next(it, None)
     if head is None:
         raise BadTrace(f"{path}:1: not an rsttrace trace (empty file)")
-    inp = Input(path, _sources(head, path))
+    inp = Input(path, recordings(head, path))
     for rec in it:
         if rec["type"] == "incident":
             inp.incidents.append(rec)

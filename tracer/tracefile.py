@@ -63,6 +63,18 @@ def header(plan: dict | None, filters: dict, wall_offset_ns: int | None = None) 
     }
 
 
+def recordings(head: dict, path: Path) -> list[dict]:
+    """The recordings a trace holds, as `sources` entries: one, or several for a merged trace
+    (whose events and incidents say which with `src`)."""
+    if head.get("sources"):
+        return [dict(s, file=s.get("file") or str(path), label=s.get("label") or Path(s.get("file") or path).name)
+                for s in head["sources"]]
+    return [{"label": Path(path).name, "file": str(path), "host": head.get("host"),
+             "kernel": head.get("kernel"), "version": head.get("version"),
+             "wall_offset_ns": head.get("wall_offset_ns") or None, "boot_id": head.get("boot_id"),
+             "trace_id": head.get("trace_id"), "filters": head.get("filters")}]
+
+
 class TraceWriter:
     """Appends complete lines with one write(2) per batch, so a kill -9 loses at most the
     batch being written and never leaves a line half-written in the middle of the file."""
