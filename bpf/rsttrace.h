@@ -79,6 +79,7 @@ struct rst_config {
 	__u32 want_comm;	/* 1: comm must equal `comm` */
 	__u32 want_port;	/* 1: ports map filters socket events */
 	char comm[16];
+	__u32 ready;		/* 0 until user space has written the filters: emit nothing */
 };
 
 #endif /* RSTTRACE_H */

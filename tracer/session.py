@@ -72,6 +72,10 @@ class Session:
     def _write_filters(self) -> None:
         f = self.config.filters
         bpf = self.loaded.bpf
+        for pid in f.pids:
+            bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        for port in f.ports:
+            bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
         cfg_t = bpf["rst_cfg"]
         cfg = cfg_t.Leaf()
         cfg.netns = f.netns or 0
@@ -80,11 +84,8 @@ class Session:
         cfg.want_port = 1 if f.ports else 0
         if f.comm:
             cfg.comm = f.comm.encode()
+        cfg.ready = 1  # last: the programs emit nothing until the whole filter is in place
         cfg_t[ctypes.c_int(0)] = cfg
-        for pid in f.pids:
-            bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
-        for port in f.ports:
-            bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
 
     def install_signal_handlers(self) -> None:
         # Explicitly: a process started from a background shell inherits SIGINT ignored.
@@ -98,6 +99,10 @@ class Session:
     def _on_raw(self, _ctx, data, _size) -> None:
         raw = ctypes.cast(data, ctypes.POINTER(self.decoder.struct)).contents
         ev = self.decoder.decode(raw)
+        # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
+        # what the kernel still holds; readers order by ts_ns.
+        if self.sinks.on_event:
+            self.sinks.on_event(ev)
         self._seq += 1
         heapq.heappush(self._heap, (ev.ts_ns, self._seq, ev))
 
@@ -124,8 +129,6 @@ class Session:
         horizon = now if final else now - REORDER_NS
         while self._heap and self._heap[0][0] <= horizon:
             _ts, _seq, ev = heapq.heappop(self._heap)
-            if self.sinks.on_event:
-                self.sinks.on_event(ev)
             self._emit(self.correlator.tick(ev.ts_ns))
             self._emit(self.correlator.feed(ev))
         self._emit(self.correlator.flush() if final else self.correlator.tick(horizon))
