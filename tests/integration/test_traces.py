@@ -158,3 +158,36 @@ def test_two_hosts_two_tracers_merge_into_one_incident(tmp_path):
     r = rsttrace("report", str(merged))
     assert r.returncode == 0, r.stderr
     assert "cross-host incidents (merged): 1" in r.stdout
+
+
+CHURN = """
+import socket, sys, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    c = socket.create_connection(srv.getsockname()); c.sendall(b"x" * 64)
+    s, _ = srv.accept(); s.close(); c.close()  # closed with 64 bytes unread: RST
+"""
+
+
+def test_namespace_filter_holds_from_the_first_event(tmp_path):
+    """Resets churn in another namespace while the tracer starts: none may enter the trace,
+    not even in the moment between attaching the programs and writing the filter."""
+    with scenarios.Netns("rsttrn") as ns, scenarios.Netns("rsttro") as other:
+        churn = subprocess.Popen(["ip", "netns", "exec", other.name, sys.executable, "-c", CHURN, "20"],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert churn.stdout.readline() == "ready\n"
+            with Tracer("--netns", str(ns.inode)) as t:
+                res = scenarios.unread_close(ns, unread=1000)
+                incidents, err, rc = t.stop()
+                records = t.records()
+        finally:
+            churn.kill()
+            churn.wait()
+    assert rc == 0, err
+    events = [r for r in records if r["type"] == "event"]
+    assert {e["netns"] for e in events} == {ns.inode}
+    assert [i["culprit"]["pid"] for i in incidents] == [res.server_pid]
+    assert records[-1]["stats"]["filtered"] > 0  # the churn was there, and dropped in the kernel
