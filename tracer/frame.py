@@ -18,7 +18,6 @@ except ImportError:
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 NL = b"\n"
 INCIDENT_MARK = b'"type":"incident"'
