@@ -197,7 +197,11 @@ static __always_inline int rst_pass(const struct rst_event *e)
 	struct rst_config *cfg = rst_cfg.lookup(&zero);
 	struct rst_tuple key = {};
 
-	if (!cfg || !cfg->armed)
+	/*
+	 * The programs run from attach on, before user space has written the filters:
+	 * drop everything until then, or a filtered trace starts with foreign events.
+	 */
+	if (!cfg || !cfg->ready)
 		return 0;
 	if (cfg->netns && e->netns != cfg->netns)
 		return 0;

@@ -84,7 +84,6 @@ struct rst_event {
 
 /* Filter configuration, array map `rst_cfg` index 0 (written by user space). */
 struct rst_config {
-	__u32 armed;		/* 0 until user space has written the filters: emit nothing */
 	__u32 netns;		/* 0: any */
 	__u32 want_pid;		/* 1: pids map filters task-context events */
 	__u32 want_comm;	/* 1: comm must equal `comm` */
@@ -92,6 +91,7 @@ struct rst_config {
 	__u32 cwait_ms;		/* CLOSE_WAIT threshold; 0: do not follow CLOSE_WAIT */
 	__u32 cwait_old;	/* 1: rst_cwait_old holds sockets found at start-up */
 	char comm[16];
+	__u32 ready;		/* 0 until user space has written the filters: emit nothing */
 };
 
 /* A socket in CLOSE_WAIT: map `rst_cwait` (key: struct sock *). Kept small, since

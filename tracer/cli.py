@@ -13,7 +13,7 @@ import click
 
 from . import render
 from .config import Config, Filters, build_filters
-from .errors import ExitStatus, NotRoot, RsttraceError
+from .errors import BadTrace, ExitStatus, NotRoot, RsttraceError
 
 BANNER = "Tracing TCP resets ({plan} plan). Ctrl-C to end."
 
@@ -90,45 +90,145 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     return session
 
 
+def _trace_options(f):
+    """The options of live tracing, shared by `rsttrace` itself and `rsttrace record`."""
+    options = [
+        click.option("-p", "--pid", "pids", multiple=True,
+                     help="Only incidents where this process is culprit or victim."),
+        click.option("-c", "--comm", help="Only incidents where a process with this name is culprit or victim."),
+        click.option("-P", "--port", "ports", multiple=True, help="Only connections with this local or remote port."),
+        click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path)."),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout."),
+        click.option("-w", "--wide", is_flag=True, help="Do not fold lines at 80 columns."),
+        click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
+                     help="Seconds of quiet after which an incident is reported."),
+        click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds."),
+        click.option("--plan", "force_plan", type=click.Choice(["auto", "tracepoint"]), default="auto",
+                     help="Force the tracepoint-only attach plan."),
+        click.option("--close-wait", "close_wait", default=30.0, show_default=True,
+                     type=click.FloatRange(0, 86400),
+                     help="Report sockets left in CLOSE_WAIT this many seconds (0: off)."),
+        click.option("--close-wait-every", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
+                     help="Seconds between per-process counts of overdue CLOSE_WAIT sockets."),
+        click.option("--buffer", type=click.Choice(["auto", "perf"]), default="auto",
+                     help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer."),
+        click.option("--ready-file", type=click.Path(path_type=Path), hidden=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _trace_live(output, quiet, pids, comm, ports, netns, as_json, wide, settle, duration, force_plan,
+                close_wait, close_wait_every, buffer, ready_file) -> None:
+    from .terminal import Terminal
+
+    term = Terminal(wide)
+    filters = build_filters(pids, comm, ports, netns)
+    if output is not None and not output.parent.is_dir():
+        raise BadTrace(f"cannot write trace {output}: no directory {output.parent}")
+    _require_root()
+    cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
+                 ready_file=ready_file, duration=duration, quiet=quiet,
+                 force_plan=None if force_plan == "auto" else force_plan,
+                 close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
+    _run_session(cfg, term)
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-p", "--pid", "pids", multiple=True, help="Only incidents where this process is culprit or victim.")
-@click.option("-c", "--comm", help="Only incidents where a process with this name is culprit or victim.")
-@click.option("-P", "--port", "ports", multiple=True, help="Only connections with this local or remote port.")
-@click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
+@_trace_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write events and incidents as JSON Lines to FILE.")
-@click.option("-w", "--wide", is_flag=True, help="Do not fold lines at 80 columns.")
-@click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
-              help="Seconds of quiet after which an incident is reported.")
-@click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds.")
-@click.option("--plan", "force_plan", type=click.Choice(["auto", "tracepoint"]), default="auto",
-              help="Force the tracepoint-only attach plan.")
-@click.option("--close-wait", "close_wait", default=30.0, show_default=True, type=click.FloatRange(0, 86400),
-              help="Report sockets left in CLOSE_WAIT this many seconds (0: off).")
-@click.option("--close-wait-every", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
-              help="Seconds between per-process counts of overdue CLOSE_WAIT sockets.")
-@click.option("--buffer", type=click.Choice(["auto", "perf"]), default="auto",
-              help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer.")
-@click.option("--ready-file", type=click.Path(path_type=Path), hidden=True)
 @click.pass_context
-def main(ctx, pids, comm, ports, netns, as_json, output, wide, settle, duration, force_plan, close_wait,
-         close_wait_every, buffer, ready_file):
+def main(ctx, output, wide, **opts):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
     ctx.obj["wide"] = wide
     if ctx.invoked_subcommand is not None:
         return
-    from .terminal import Terminal
+    _trace_live(output, False, wide=wide, **opts)
 
-    term = Terminal(wide)
-    filters = build_filters(pids, comm, ports, netns)
-    _require_root()
-    cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
-                 ready_file=ready_file, duration=duration,
-                 force_plan=None if force_plan == "auto" else force_plan,
-                 close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
-    _run_session(cfg, term)
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_trace_options
+@click.option("-q", "--quiet", is_flag=True, help="Do not print incidents; only record them.")
+def record(file, quiet, **opts):
+    """Trace live and record events and incidents to FILE (JSON Lines; survives kill -9)."""
+    _trace_live(file, quiet, **opts)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: summary and incidents.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0, None),
+              help="Show the last N incidents (0: all).")
+def report(files, as_json, limit):
+    """Incidents and summary of recorded traces (JSON Lines or exported Parquet); no root needed."""
+    from . import frame, report as rep
+
+    trace = frame.load(list(files), event_columns=["kind"])
+    for w in trace.warnings:
+        click.echo(f"rsttrace: warning: {w}", err=True)
+    summary = rep.summarize(trace)
+    if as_json:
+        click.echo(rep.to_json(summary, trace))
+        return
+    rows, _ = rep.rows_in_order(trace, limit)
+    click.echo("\n".join(rep.text(summary, rows)))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("-o", "--output", "prefix", type=click.Path(path_type=Path),
+              help="Write PREFIX.events.FMT and PREFIX.incidents.FMT (default: next to the first file).")
+def export(files, fmt, prefix):
+    """Export traces as typed tables: one for events, one for incidents."""
+    from . import frame
+
+    trace = frame.load(list(files))
+    for w in trace.warnings:
+        click.echo(f"rsttrace: warning: {w}", err=True)
+    if prefix is None:
+        first = files[0]
+        prefix = first.with_name(first.name.removesuffix(".jsonl")) if not first.is_dir() else first / "trace"
+    for path in frame.export(trace, prefix, fmt):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the merged trace (events of all inputs, joined incidents) to FILE.")
+@click.option("--tolerance", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Seconds the hosts' clocks may differ by (plus the RST's flight time).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
+def merge(files, output, tolerance, as_json):
+    """Join traces from several hosts: each RST sent on one with its victim on another."""
+    from . import merge as mg, report as rep
+    from .frame import flatten_incident
+
+    if len(files) < 2:
+        raise click.UsageError("merge needs at least two traces")
+    sources, incidents, stats = mg.merge(list(files), int(tolerance * 1e9))
+    if output is not None:
+        mg.write(list(files), output, sources, incidents, stats)
+    hosts = [s.get("host") for s in sources]
+    for inc in incidents:
+        if as_json:
+            click.echo(mg.to_json(inc))
+            continue
+        row = flatten_incident(inc)
+        row["host"] = hosts[inc["src"]]
+        row["victim_host"] = hosts[inc["victim"]["src"]] if inc.get("victim") and "src" in inc["victim"] \
+            else row["host"]
+        row["wall_ns"] = inc["timestamps"]["first_ns"] + sources[inc["src"]]["wall_offset_ns"]
+        click.echo(rep.incident_line(row))
+    click.echo(f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
+               f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
+               f"{stats['unmatched_senders']} sender(s) without victim, "
+               f"{stats['unmatched_receivers']} victim(s) without sender", err=True)
 
 
 @main.command()

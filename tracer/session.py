@@ -19,6 +19,7 @@ from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
 from .procfs import socket_owner
 from .probes import Loaded, Plan, choose_plan, load
+from .tracefile import clocks
 
 DRAIN_INTERVAL_S = 0.05
 # Events are held this long before correlation so that records from other CPUs, and the
@@ -51,7 +52,7 @@ class Session:
         self._seq = 0
         self._lost_reported = 0
         self.incidents: list[dict] = []
-        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.wall_offset_ns = clocks()["wall_offset_ns"]
         self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
         self.cwait: CloseWaitWatch | None = None
         self._cwait_next_scan = 0
@@ -130,9 +131,12 @@ class Session:
     def _write_filters(self, cwait_old: bool = False) -> None:
         f = self.config.filters
         bpf = self.loaded.bpf
+        for pid in f.pids:
+            bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        for port in f.ports:
+            bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
         cfg_t = bpf["rst_cfg"]
         cfg = cfg_t.Leaf()
-        cfg.armed = 1  # bcc attaches while loading: until now the programs emitted nothing
         cfg.netns = f.netns or 0
         cfg.want_pid = 1 if f.pids else 0
         cfg.want_comm = 1 if f.comm else 0
@@ -141,11 +145,8 @@ class Session:
         cfg.cwait_old = 1 if cwait_old else 0
         if f.comm:
             cfg.comm = f.comm.encode()
-        for pid in f.pids:
-            bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
-        for port in f.ports:
-            bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
-        cfg_t[ctypes.c_int(0)] = cfg  # last: the maps above are complete when it arms
+        cfg.ready = 1  # last: the programs emit nothing until the whole filter is in place
+        cfg_t[ctypes.c_int(0)] = cfg
 
     def install_signal_handlers(self) -> None:
         # Explicitly: a process started from a background shell inherits SIGINT ignored.
@@ -153,11 +154,16 @@ class Session:
             self.exiting = True
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGHUP, stop)  # terminal gone: still complete the -o file
 
     # -- data path ----------------------------------------------------------------------
     def _on_raw(self, _ctx, data, _size) -> None:
         raw = ctypes.cast(data, ctypes.POINTER(self.decoder.struct)).contents
         ev = self.decoder.decode(raw)
+        # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
+        # what the kernel still holds; readers order by ts_ns.
+        if self.sinks.on_event:
+            self.sinks.on_event(ev)
         self._seq += 1
         heapq.heappush(self._heap, (ev.ts_ns, self._seq, ev))
 
@@ -186,8 +192,6 @@ class Session:
             _ts, _seq, ev = heapq.heappop(self._heap)
             if ev.kind == "cwait_end" and ev.has("preexisting") and self.cwait is not None:
                 self.cwait.forget_preexisting(ev.ino)
-            if self.sinks.on_event:
-                self.sinks.on_event(ev)
             self._emit(self.correlator.tick(ev.ts_ns))
             self._emit(self.correlator.feed(ev))
         self._emit(self.correlator.flush() if final else self.correlator.tick(horizon))

@@ -1,0 +1,62 @@
+"""Record notebooks/sample_trace.jsonl with the real tracer over the real scenarios (run as root)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tracer import scenarios
+
+HERE = Path(__file__).resolve().parent
+# (scenario keyword arguments, bytes left unread): three bursts a second apart, so that the
+# notebook's "incidents over time" has a shape. The notebook test checks these numbers.
+BURSTS = [
+    [({}, 1000), ({"sigpipe": "ignore"}, 500), ({"nosignal": True}, 800)],
+    [({}, 2000), ({"sigpipe": "handle"}, 3000), ({"recv": True}, 600), ({"sigpipe": "ignore"}, 1500)],
+    [({}, 4000), ({"nosignal": True}, 1200)],
+]
+CLEAN = ("readall", "lingering", "readall")  # silent: no event may leave the kernel for these
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-o", "--output", type=Path, default=HERE / "sample_trace.jsonl")
+    args = ap.parse_args()
+    scenarios.build_workloads()
+    work = Path(tempfile.mkdtemp(prefix="rsttrace-sample-"))
+    ready = work / "ready"
+    with scenarios.Netns("rstsample") as ns:
+        proc = subprocess.Popen([sys.executable, "-m", "tracer", "record", str(args.output), "-q",
+                                 "--settle", "0.3", "--netns", str(ns.inode), "--ready-file", str(ready)])
+        try:
+            while not ready.exists():
+                if proc.poll() is not None:
+                    sys.exit(f"rsttrace record exited with {proc.returncode}")
+                time.sleep(0.05)
+            for n, burst in enumerate(BURSTS):
+                if n:
+                    time.sleep(1.0)
+                for kwargs, unread in burst:
+                    scenarios.unread_close(ns, unread=unread, **kwargs)
+                scenarios.clean_close(ns, mode=CLEAN[n])
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+    records = [json.loads(line) for line in args.output.read_text().splitlines()]
+    incidents = [r for r in records if r["type"] == "incident"]
+    want = sorted(unread for burst in BURSTS for _, unread in burst)
+    got = sorted(i["bytes_discarded"] for i in incidents)
+    if got != want or records[-1]["type"] != "summary" or records[-1]["stats"]["lost"]:
+        sys.exit(f"unexpected recording: bytes discarded {got}, expected {want}")
+    print(f"{args.output}: {len(records)} lines, {len(incidents)} incidents, "
+          f"{args.output.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
