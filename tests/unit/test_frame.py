@@ -18,7 +18,8 @@ import tracer  # noqa: E402
 from tracer import frame  # noqa: E402
 from tracer.errors import BadTrace, ExitStatus  # noqa: E402
 
-DATA = Path(__file__).parent.parent / "data"
+# Traces recorded by the first release (format version 1): old files must keep loading.
+DATA = Path(__file__).parent.parent / "data" / "v1"
 DEFAULT = DATA / "unread_default.jsonl"
 OFFSET = 1795245194104779516  # wall_offset_ns in the recorded header
 

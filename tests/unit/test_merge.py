@@ -15,7 +15,8 @@ from tracer.correlate import Correlator
 from tracer.errors import BadTrace, ExitStatus
 from tracer.events import Event
 
-DATA = Path(__file__).parent.parent / "data"
+# Traces recorded by the first release (format version 1): old files must keep loading.
+DATA = Path(__file__).parent.parent / "data" / "v1"
 WALL = 1_763_700_000 * 10**9  # the sender's wall-clock offset (CLOCK_MONOTONIC -> wall)
 
 

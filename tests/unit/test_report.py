@@ -13,7 +13,8 @@ pytest.importorskip("pandas")
 
 from tracer.errors import ExitStatus  # noqa: E402
 
-DATA = Path(__file__).parent.parent / "data"
+# Traces recorded by the first release (format version 1): old files must keep loading.
+DATA = Path(__file__).parent.parent / "data" / "v1"
 FILES = [str(DATA / n) for n in ("unread_default.jsonl", "unread_nosignal.jsonl", "clean_lingering.jsonl")]
 
 
