@@ -302,3 +302,6 @@ static __always_inline int rst_take_sigpipe(u32 tid, u64 now)
 #include "hooks/reset.h"
 #include "hooks/io.h"
 #include "hooks/signal.h"
+#ifdef RST_BENCH_SYNTH
+#include "hooks/bench.h"
+#endif

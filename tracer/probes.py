@@ -145,6 +145,9 @@ def load(plan: Plan, ring_pages: int = 2048) -> Loaded:
         flags = list(plan.cflags) + [f"-DRST_RING_PAGES={ring_pages}"]
         if ringbuf:
             flags.append("-DRST_USE_RINGBUF")
+        if os.environ.get("RSTTRACE_BENCH_SYNTH"):
+            # bench/ only: the synthetic event source of hooks/bench.h.
+            flags.append("-DRST_BENCH_SYNTH")
         if not plan.hooks or "sock_send_length" not in plan.hooks:
             flags = [f for f in flags if f != "-DRST_HAVE_IO_TP"]
         try:
