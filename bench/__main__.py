@@ -15,7 +15,7 @@ from pathlib import Path
 from . import harness as h
 from .report import write_report
 
-PARTS = ("overhead", "ingest", "ceiling", "memory", "startup")
+PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup")
 TRACERS = ("none", "rsttrace", "tcpstates")
 # The 10% mix: three quarters closes with unread data, one quarter SO_LINGER {1, 0}.
 MIXES = {"0%": (0, 0), "10%": (750, 250)}
@@ -66,10 +66,14 @@ def one_churn_run(tracer: str, seconds: float, unread_bp: int, linger_bp: int, w
 
 def overhead(p: dict, wd: Path) -> dict:
     out = {}
+    tracers = p["tracers"]
     for mix, (u, l) in MIXES.items():
+        if mix not in p["mixes"]:
+            continue
         runs = []
         for r in range(p["rounds"]):
-            order = TRACERS[r % 3:] + TRACERS[:r % 3]  # rotate so no tracer always goes first
+            k = r % len(tracers)
+            order = tracers[k:] + tracers[:k]  # rotate so no tracer always goes first
             for tracer in order:
                 run = one_churn_run(tracer, p["seconds"], u, l, wd)
                 run["round"] = r
@@ -103,6 +107,35 @@ def summarize(runs: list[dict]) -> dict:
         ro, to = s["rsttrace"]["overhead_pct"], s["tcpstates"]["overhead_pct"]
         s["tcpstates_vs_rsttrace"] = round(to / ro, 1) if ro > 0 else None
     return s
+
+
+def bpfcost(p: dict, wd: Path) -> dict:
+    """BPF run time per connection, by program (kernel.bpf_stats_enabled): the part of the
+    overhead that noise from other load cannot blur."""
+    out = {}
+    for mix, (u, l) in MIXES.items():
+        with h.churn_netns() as ns, h.BpfStats():
+            h.prepare_netns(ns)
+            tp = h.TracerProc("rsttrace", wd)
+            tp.start()
+            s0 = h.bpf_prog_stats(tp.pid)
+            rep = h.run_churn(ns, seconds=p["seconds"], unread_bp=u, linger_bp=l)
+            s1 = h.bpf_prog_stats(tp.pid)
+            st = tp.stop()
+            st.outfile.unlink()
+        n = rep["connections"]
+        progs = {}
+        for name, (c1, t1) in s1.items():
+            c0, t0 = s0.get(name, (0, 0))
+            if c1 > c0:
+                progs[name] = {"runs_per_conn": round((c1 - c0) / n, 2),
+                               "ns_per_run": round((t1 - t0) / (c1 - c0)),
+                               "ns_per_conn": round((t1 - t0) / n)}
+        total = sum(x["ns_per_conn"] for x in progs.values())
+        out[mix] = {"connections": n, "conn_per_s": rep["conn_per_s"], "programs": progs,
+                    "ns_per_conn": total, "lost": st.lost}
+        log(f"bpfcost {mix}: {total} ns of BPF per connection")
+    return out
 
 
 def ingest(p: dict, wd: Path) -> dict:
@@ -235,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
     ap.add_argument("--seconds", type=float, help="override the seconds per overhead run")
     ap.add_argument("--rounds", type=int, help="override the rounds per overhead mix")
+    ap.add_argument("--tracers", default=",".join(TRACERS), help="overhead: which of none,rsttrace,tcpstates")
+    ap.add_argument("--mixes", default=",".join(MIXES), help="overhead: which reset mixes (0%%,10%%)")
     ap.add_argument("--memory-seconds", type=float, help="override the memory run's length")
     ap.add_argument("--out", type=Path, help="write the report here (default bench/RESULTS.md; "
                                                "--quick writes bench/RESULTS-quick.md)")
@@ -251,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, val in (("seconds", args.seconds), ("rounds", args.rounds), ("memory", args.memory_seconds)):
         if val:
             p[key] = val
-    if "overhead" in parts:
+    p["tracers"] = tuple(t for t in args.tracers.split(",") if t)
+    p["mixes"] = tuple(m for m in args.mixes.split(",") if m)
+    if set(p["tracers"]) - set(TRACERS) or set(p["mixes"]) - set(MIXES):
+        ap.error(f"--tracers: some of {','.join(TRACERS)}; --mixes: some of {','.join(MIXES)}")
+    if "overhead" in parts and "tcpstates" in p["tracers"]:
         h.ensure_tcpstates()
     h.build("churn")
     h.build("synth")

@@ -384,3 +384,58 @@ def machine() -> dict:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"rstbench-{os.getpid()}-"))
+
+
+# -- where the BPF time goes -------------------------------------------------------------
+
+_libbpf = None
+
+
+def _prog_name(prog_id: int) -> str:
+    """The name of a loaded BPF program (bpf_prog_info.name, via libbpf)."""
+    import ctypes
+    global _libbpf
+    if _libbpf is None:
+        _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    fd = _libbpf.bpf_prog_get_fd_by_id(ctypes.c_uint32(prog_id))
+    if fd < 0:
+        return f"prog {prog_id}"
+    try:
+        info = ctypes.create_string_buffer(256)  # a zeroed tail is accepted by the kernel
+        size = ctypes.c_uint32(256)
+        if _libbpf.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+            return f"prog {prog_id}"
+        return info.raw[64:80].split(b"\0", 1)[0].decode()  # offsetof(struct bpf_prog_info, name)
+    finally:
+        os.close(fd)
+
+
+def bpf_prog_stats(pid: int) -> dict[str, tuple[int, int]]:
+    """{program name: (run_cnt, run_time_ns)} for the BPF programs process `pid` holds
+    (the counters advance while /proc/sys/kernel/bpf_stats_enabled is 1)."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if "bpf-prog" not in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                continue
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        name = _prog_name(int(info["prog_id"]))
+        out[name] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
+    return out
+
+
+class BpfStats:
+    """Turns kernel.bpf_stats_enabled on for a while (it costs a little on every run)."""
+
+    PATH = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+    def __enter__(self) -> "BpfStats":
+        self.old = self.PATH.read_text().strip()
+        self.PATH.write_text("1")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.PATH.write_text(self.old)

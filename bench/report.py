@@ -77,6 +77,22 @@ def write_report(r: dict, path: Path) -> None:
             seq = ", ".join(f"{x['tracer']} {_n(x['conn_per_s'])}" for x in res["runs"])
             lines.append(f"- {mix}: {seq}")
         lines.append("")
+    if "bpfcost" in parts:
+        lines += [
+            "## Where the kernel-side time goes",
+            "",
+            "BPF run time per churned connection with rsttrace attached, from the kernel's own "
+            "statistics (`kernel.bpf_stats_enabled`, which adds its own clock reads to every run): "
+            "unlike conn/s, this is not blurred by other load on the machine.",
+            "",
+            "| resets | program | runs/conn | ns/run | ns/conn |",
+            "|---|---|---|---|---|",
+        ]
+        for mix, b in parts["bpfcost"].items():
+            for name, x in sorted(b["programs"].items(), key=lambda kv: -kv[1]["ns_per_conn"]):
+                lines.append(f"| {mix} | {name} | {x['runs_per_conn']} | {x['ns_per_run']} | {x['ns_per_conn']} |")
+            lines.append(f"| {mix} | **total** | | | **{b['ns_per_conn']}** |")
+        lines.append("")
     if "ingest" in parts:
         g = parts["ingest"]
         i = g["incidents"]

@@ -44,6 +44,7 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
 
     sinks.on_incident = on_incident
     sinks.on_lost = on_lost
+    sinks.on_flush = term.flush
     session.sinks = sinks
     session.install_signal_handlers()
     session.start()
