@@ -96,10 +96,13 @@ def expected_mix(count: int, unread_bp: int, linger_bp: int) -> tuple[int, int]:
     return unread, resets - unread
 
 
-def run_synth(groups: int, rate: float, seconds: float) -> dict:
+def run_synth(groups: int, rate: float, seconds: float, netns: Netns | None = None) -> dict:
+    """Drive the synthetic source (rsttrace must run with RSTTRACE_BENCH_SYNTH=1)."""
     option = layout().constants["RST_BENCH_PRCTL"]
-    proc = subprocess.run([str(build("synth")), hex(option), str(groups), str(rate), str(seconds)],
-                          capture_output=True, text=True)
+    argv = [str(build("synth")), hex(option), str(groups), str(rate), str(seconds)]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns.name, *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"synth failed: {proc.stderr.strip()}")
     return json.loads(proc.stdout)

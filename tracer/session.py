@@ -60,7 +60,7 @@ class Session:
     def start(self) -> None:
         self.feats = KernelFeatures.probe(Path(os.environ.get("RSTTRACE_BTF", VMLINUX_BTF)))
         ensure_tracefs()
-        self.plan = choose_plan(self.feats, force=self.config.force_plan)
+        self.plan = choose_plan(self.feats, force=self.config.force_plan, trials=False)
         self.loaded = load(self.plan)
         self.decoder = Decoder(self.feats.rst_reasons())
         self._write_filters()
