@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import ipaddress
+import operator
 import socket
 import struct as _struct
 from dataclasses import asdict, dataclass, field, fields
@@ -114,10 +115,10 @@ class Decoder:
         self.struct = _L.ctypes_struct("rst_event")
         self.size = ctypes.sizeof(self.struct)
         self._unpack, ix = _unpacker(self.struct)
-        self._ix = tuple(ix[n] for n in (
+        self._pick = operator.itemgetter(*(ix[n] for n in (
             "ts_ns", "skaddr", "ino", "kind", "netns", "pid", "tid", "err", "reason", "bytes",
             "family", "sport", "dport", "oldstate", "newstate", "ctx", "flags", "sig_result",
-            "saddr", "daddr", "comm"))
+            "saddr", "daddr", "comm")))
         self._comms: dict[bytes, str] = {}
         self._flags: dict[int, tuple[str, ...]] = {}
 
@@ -129,7 +130,7 @@ class Decoder:
         """Decode one record from bytes (or any buffer) holding at least one rst_event."""
         v = self._unpack.unpack_from(buf)
         (ts_ns, skaddr, ino, kind_n, netns, pid, tid, err, reason, nbytes, family, sport, dport,
-         oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw) = (v[i] for i in self._ix)
+         oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw) = self._pick(v)
         comm = self._comms.get(comm_raw)
         if comm is None:
             comm = comm_raw.split(b"\0", 1)[0].decode(errors="replace")

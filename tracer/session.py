@@ -7,6 +7,7 @@ import heapq
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,9 @@ REORDER_NS = 100_000_000
 # The correlator's settle clock advances at most this often while replaying a batch: ticking
 # on every event costs a scan of the open incidents each time (settle times are >= 50 ms).
 TICK_NS = 10_000_000
+# Records taken from the ring per drain. libbpf's consume keeps reading while records keep
+# arriving, so without a budget a busy ring is never left to correlate and report.
+BATCH_MAX = 8192
 
 
 @dataclass
@@ -46,13 +50,19 @@ class Session:
     plan: Plan | None = None
     loaded: Loaded | None = None
     exiting: bool = False
+    # Every incident dict stays in memory only when asked (the demo checks what it saw); a
+    # long-running tracer keeps counts, or its memory grows with every incident.
+    keep_incidents: bool = False
 
     def __post_init__(self) -> None:
         self._heap: list[tuple[int, int, Event]] = []
         self._seq = 0
         self._next_tick_ns = 0
+        self._batch = 0
+        self._last_ts = 0
         self._lost_reported = 0
         self.incidents: list[dict] = []
+        self.kinds: Counter[str] = Counter()
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
 
@@ -102,6 +112,10 @@ class Session:
         ev = self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size))
         self._seq += 1
         heapq.heappush(self._heap, (ev.ts_ns, self._seq, ev))
+        self._batch += 1
+        self._last_ts = ev.ts_ns
+        # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
+        return -1 if self._batch >= BATCH_MAX else 0
 
     def _on_perf_lost(self, count: int) -> None:
         self._perf_lost += count
@@ -116,13 +130,23 @@ class Session:
         out.update({k: v for k, v in self.correlator.stats.items() if k != "events"})
         return out
 
-    def drain(self, final: bool = False) -> None:
+    def drain(self, final: bool = False) -> bool:
+        """Take a batch of records, report what is due; True when the batch was full."""
         bpf = self.loaded.bpf
+        self._batch = 0
         if self.plan.ringbuf:
             bpf.ring_buffer_consume()
+            if final:
+                while self._batch >= BATCH_MAX:
+                    self._batch = 0
+                    bpf.ring_buffer_consume()
         else:
             bpf.perf_buffer_poll(timeout=0)
+        full = self._batch >= BATCH_MAX
         now = time.monotonic_ns()
+        if full:
+            # The ring holds more, written after the last record taken: order only up to it.
+            now = min(now, self._last_ts)
         horizon = now if final else now - REORDER_NS
         while self._heap and self._heap[0][0] <= horizon:
             _ts, _seq, ev = heapq.heappop(self._heap)
@@ -140,21 +164,26 @@ class Session:
             self._lost_reported = lost
             if self.sinks.on_lost:
                 self.sinks.on_lost(lost)
+        return full
 
     def _emit(self, incidents) -> None:
         for inc in incidents:
             d = inc.to_dict(self.wall_offset_ns)
             if not self.config.filters.matches(d):
                 continue
-            self.incidents.append(d)
+            self.kinds[d["kind"]] += 1
+            if self.keep_incidents:
+                self.incidents.append(d)
             if self.sinks.on_incident:
                 self.sinks.on_incident(d)
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
+        full = False
         while not self.exiting:
-            time.sleep(DRAIN_INTERVAL_S)
-            self.drain()
+            if not full:  # more is waiting: no sleep
+                time.sleep(DRAIN_INTERVAL_S)
+            full = self.drain()
             if deadline and time.monotonic() >= deadline:
                 break
             if until and until():
