@@ -34,16 +34,21 @@ def test_churn_makes_the_exact_mix_and_rsttrace_reports_each_reset(tmp_path):
 
 
 def test_synthetic_source_goes_through_the_real_path(tmp_path):
+    trace = tmp_path / "trace.jsonl"
     with h.churn_netns("rstbt") as ns:
-        tp = h.TracerProc("rsttrace", tmp_path, args=("--netns", str(ns.inode)),
+        tp = h.TracerProc("rsttrace", tmp_path, args=("--netns", str(ns.inode), "-o", str(trace)),
                           env={"RSTTRACE_BENCH_SYNTH": "1"})
         tp.start()
         rep = h.run_synth(4, 2000, 0.5, netns=ns)
         st = tp.stop()
-        incs = h.read_incidents(st.outfile)
+        incs = [i for i in h.read_incidents(st.outfile) if (i["culprit"] or {}).get("comm") == "synth"]
     n = rep["incidents"]
     assert n > 0 and n % 4 == 0 and rep["events"] == 7 * n
-    assert (st.returncode, st.lost, st.received) == (0, 0, 7 * n)
+    events = [e for e in h.read_incidents(trace) if e["type"] == "event"]
+    # A just-deleted namespace's inode can be reused while its last sockets are torn down,
+    # so a few foreign events may pass the netns filter: count the synthetic ones.
+    assert (st.returncode, st.lost, st.received) == (0, 0, len(events))
+    assert sum(e["comm"] == "synth" for e in events) == 7 * n
     assert len(incs) == n
     assert {(i["kind"], i["bytes_discarded"], i["culprit"]["comm"], i["victim"]["comm"]) for i in incs} == {
         ("abort-on-close", 64, "synth", "synth")}
