@@ -65,9 +65,15 @@ def write_report(r: dict, path: Path) -> None:
                 continue
             ro = s["rsttrace"]["overhead_pct"]
             ratio = s.get("tcpstates_vs_rsttrace")
+            base = s["none"]
+            spread = round(100 * (base["max"] - base["min"]) / base["median"], 1)
+            if ro < 0 or spread > 2 * TARGETS[mix]:
+                verdict = f"INCONCLUSIVE: untraced runs spread {spread}%, more than the target"
+            else:
+                verdict = "met" if ro <= TARGETS[mix] else "MISSED"
             lines.append(
                 f"- {mix} resets: rsttrace overhead {ro}% (target at most {TARGETS[mix]}%: "
-                f"{'met' if ro <= TARGETS[mix] else 'MISSED'}), lost {s['rsttrace']['lost_total']} "
+                f"{verdict}), lost {s['rsttrace']['lost_total']} "
                 f"(target 0: {'met' if s['rsttrace']['lost_total'] == 0 else 'MISSED'}); tcpstates "
                 f"overhead {s.get('tcpstates', {}).get('overhead_pct')}%"
                 + (f", {ratio}x rsttrace's (target at least 10x: {'met' if ratio >= 10 else 'MISSED'})"

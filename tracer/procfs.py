@@ -3,24 +3,60 @@
 from __future__ import annotations
 
 import os
+import time
+
+# One walk of every process's fds can take tens of milliseconds on a busy host, and after lost
+# events every incident may ask (its victim made no call we saw): walk at most this often and
+# answer from the last walk in between (bench/RESULTS.md: a walk per incident stalled the
+# consumer until the ring overflowed, which lost more events).
+RESCAN_S = 0.2
+
+
+class SocketOwners:
+    """socket inode -> (pid, comm), from a walk of /proc/*/fd that is repeated when stale."""
+
+    def __init__(self, proc: str = "/proc", rescan_s: float = RESCAN_S) -> None:
+        self.proc = proc
+        self.rescan_s = rescan_s
+        self._map: dict[int, tuple[int, str]] = {}
+        self._at = float("-inf")
+
+    def _walk(self) -> None:
+        found: dict[int, tuple[int, str]] = {}
+        for entry in os.scandir(self.proc):
+            if not entry.name.isdigit():
+                continue
+            fd_dir = f"{self.proc}/{entry.name}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            comm = None
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if not link.startswith("socket:["):
+                    continue
+                if comm is None:
+                    try:
+                        with open(f"{self.proc}/{entry.name}/comm") as f:
+                            comm = f.read().strip()
+                    except OSError:
+                        break
+                found.setdefault(int(link[8:-1]), (int(entry.name), comm))
+        self._map = found
+        self._at = time.monotonic()
+
+    def __call__(self, ino: int) -> tuple[int, str] | None:
+        owner = self._map.get(ino)
+        if owner is None and time.monotonic() - self._at >= self.rescan_s:
+            self._walk()
+            owner = self._map.get(ino)
+        return owner
 
 
 def socket_owner(ino: int, proc: str = "/proc") -> tuple[int, str] | None:
-    """(pid, comm) of a process with socket inode `ino` open, or None."""
-    target = f"socket:[{ino}]"
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        fd_dir = f"{proc}/{entry.name}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == target:
-                    with open(f"{proc}/{entry.name}/comm") as f:
-                        return int(entry.name), f.read().strip()
-            except OSError:
-                continue
-    return None
+    """(pid, comm) of a process with socket inode `ino` open, or None (one fresh walk)."""
+    return SocketOwners(proc, rescan_s=0)(ino)

@@ -17,7 +17,7 @@ from .correlate import Correlator
 from .events import Decoder, Event
 from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
-from .procfs import socket_owner
+from .procfs import SocketOwners
 from .probes import Loaded, Plan, choose_plan, load
 
 DRAIN_INTERVAL_S = 0.05
@@ -64,7 +64,7 @@ class Session:
         self.incidents: list[dict] = []
         self.kinds: Counter[str] = Counter()
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
-        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
+        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners())
 
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
