@@ -2,6 +2,7 @@
 # Install everything rsttrace needs on Debian 12 (as root), then run a job:
 #   ./run.sh demo    install, then trace the built-in seed scenario
 #   ./run.sh test    install, then run the whole test suite
+#   ./run.sh bench   install, then run the benchmarks (bench/run; --quick for a short run)
 #   ./run.sh setup   install only
 set -eu
 cd "$(dirname "$0")"
@@ -34,5 +35,6 @@ case "$job" in
 	setup) echo "run.sh: installed; try: sudo rsttrace demo" >&2 ;;
 	demo) exec .venv/bin/rsttrace demo "$@" ;;
 	test) exec .venv/bin/python -m pytest -ra "$@" ;;
-	*) echo "run.sh: unknown job '$job' (setup, demo, test)" >&2; exit 2 ;;
+	bench) exec bench/run "$@" ;;
+	*) echo "run.sh: unknown job '$job' (setup, demo, test, bench)" >&2; exit 2 ;;
 esac

@@ -368,3 +368,6 @@ static __always_inline u64 rst_cwait_old_leave(u64 ino)
 #include "hooks/reset.h"
 #include "hooks/io.h"
 #include "hooks/signal.h"
+#ifdef RST_BENCH_SYNTH
+#include "hooks/bench.h"
+#endif

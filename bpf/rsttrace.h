@@ -45,6 +45,10 @@
 /* rst_event.sig_result when no SIGPIPE was generated (MSG_NOSIGNAL). */
 #define RST_SIG_NONE		255
 
+/* prctl option that makes the benchmark-only synthetic source (hooks/bench.h,
+ * built with -DRST_BENCH_SYNTH) emit events; unknown to the kernel. */
+#define RST_BENCH_PRCTL		0x52535442
+
 /* Indexes of the stats array. */
 #define RST_STAT_EMITTED	0
 #define RST_STAT_LOST		1

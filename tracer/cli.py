@@ -27,7 +27,7 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     from .session import Session, Sinks
     from .tracefile import TraceWriter, header
 
-    session = Session(cfg)
+    session = Session(cfg, keep_incidents=scenario is not None)
     writer = None
     sinks = Sinks()
 
@@ -54,6 +54,7 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     sinks.on_lost = on_lost
     sinks.on_record = on_record
     sinks.on_note = term.note
+    sinks.on_flush = term.flush
     session.sinks = sinks
     session.install_signal_handlers()
     session.start()
@@ -83,9 +84,9 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
         session.stop()
         if writer:
             writer.write([{"type": "summary", "stats": session.final_stats,
-                           "incidents": len(session.incidents)}])
+                           "incidents": sum(session.kinds.values())}])
             writer.close()
-        for line in render.summary(session.incidents, session.final_stats):
+        for line in render.summary(session.kinds, session.final_stats):
             term.note(line)
     return session
 

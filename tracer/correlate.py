@@ -278,6 +278,40 @@ class Incident:
         }
 
 
+class _Index(dict):
+    """key -> Incident that can forget all of one incident's keys without scanning the table
+    (a scan per finished incident made correlation quadratic when many were open at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[int, set] = {}  # incident id -> its keys here
+
+    def __setitem__(self, key, inc) -> None:
+        old = dict.get(self, key)
+        if old is not None and old is not inc:
+            self._keys.get(old.id, set()).discard(key)
+        dict.__setitem__(self, key, inc)
+        self._keys.setdefault(inc.id, set()).add(key)
+
+    def __delitem__(self, key) -> None:
+        inc = dict.pop(self, key)
+        self._keys.get(inc.id, set()).discard(key)
+
+    def pop(self, key, *default):
+        if dict.__contains__(self, key):
+            inc = dict.__getitem__(self, key)
+            del self[key]
+            return inc
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def drop(self, inc: "Incident") -> None:
+        for key in self._keys.pop(inc.id, ()):
+            if dict.get(self, key) is inc:
+                dict.__delitem__(self, key)
+
+
 def _reverse(t: tuple[str, int, str, int]) -> tuple[str, int, str, int]:
     return (t[2], t[3], t[0], t[1])
 
@@ -321,9 +355,9 @@ class Correlator:
         self._next_id = 1
         self.open: dict[int, Incident] = {}
         self.socks: dict[tuple[int, int], Incident] = {}  # (netns, sk) -> incident, any side
-        self.by_tuple: dict[tuple, Incident] = {}  # ending side's tuple -> incident awaiting its peer
-        self.by_peer: dict[tuple, Incident] = {}  # victim-side tuple -> incident awaiting its sender
-        self.sigpipe_tids: dict[int, Incident] = {}
+        self.by_tuple: dict[tuple, Incident] = _Index()  # ending side's tuple -> incident awaiting its peer
+        self.by_peer: dict[tuple, Incident] = _Index()  # victim-side tuple -> incident awaiting its sender
+        self.sigpipe_tids: dict[int, Incident] = _Index()
         # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts, netns)
         self.killed: OrderedDict[tuple, tuple[int, str, int, int, int]] = OrderedDict()
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
@@ -402,8 +436,7 @@ class Correlator:
         # socks keeps its entries until the sockets are freed, so that late events on
         # them are recognised (and counted) instead of opening new incidents.
         for table in (self.by_tuple, self.by_peer, self.sigpipe_tids):
-            for key in [k for k, v in table.items() if v is inc]:
-                del table[key]
+            table.drop(inc)
         for who in (inc.victim, inc.owner):
             if who is not None and not who.pid and self.owner_of and who.ino:
                 found = self.owner_of(who.ino)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import ipaddress
+import operator
+import socket
+import struct as _struct
 from dataclasses import asdict, dataclass, field, fields
 
 from .layout import layout
@@ -32,7 +36,27 @@ def errno_name(num: int) -> str:
 def _addr(raw: bytes, family: int) -> str:
     if family == 10:
         return str(ipaddress.IPv6Address(bytes(raw[:16])))
-    return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    return socket.inet_ntop(socket.AF_INET, bytes(raw[:4]))
+
+
+_PACK = {ctypes.c_uint8: "B", ctypes.c_int8: "b", ctypes.c_uint16: "H", ctypes.c_int16: "h",
+         ctypes.c_uint32: "I", ctypes.c_int32: "i", ctypes.c_uint64: "Q", ctypes.c_int64: "q"}
+
+
+def _unpacker(cls: type[ctypes.Structure]) -> tuple[_struct.Struct, dict[str, int]]:
+    """A struct.Struct reading the ctypes layout in one call (byte arrays come out as bytes)."""
+    fmt, pos, index = "<", 0, {}
+    for name, ctype in cls._fields_:
+        desc = getattr(cls, name)
+        fmt += "x" * (desc.offset - pos)
+        if issubclass(ctype, ctypes.Array):
+            fmt += f"{desc.size}s"  # u8[] and char[] alike
+        else:
+            fmt += _PACK[ctype]
+        index[name] = len(index)
+        pos = desc.offset + desc.size
+    fmt += "x" * (ctypes.sizeof(cls) - pos)
+    return _struct.Struct(fmt), index
 
 
 @dataclass(slots=True)
@@ -86,40 +110,64 @@ class Event:
 
 
 class Decoder:
-    """Turns raw rst_event records into Events; reason names come from the running kernel."""
+    """Turns raw rst_event records into Events; reason names come from the running kernel.
+
+    This runs once per event at up to hundreds of thousands of events per second: one
+    struct.unpack_from per record, and the few repeated strings (comm, flag lists) cached."""
 
     def __init__(self, reasons: dict[int, str] | None = None) -> None:
         self.reasons = reasons or {}
         self.struct = _L.ctypes_struct("rst_event")
+        self.size = ctypes.sizeof(self.struct)
+        self._unpack, ix = _unpacker(self.struct)
+        self._pick = operator.itemgetter(*(ix[n] for n in (
+            "ts_ns", "skaddr", "ino", "kind", "netns", "pid", "tid", "err", "reason", "bytes",
+            "family", "sport", "dport", "oldstate", "newstate", "ctx", "flags", "sig_result",
+            "saddr", "daddr", "comm", "aux", "span_ms", "retrans", "probes")))
+        self._comms: dict[bytes, str] = {}
+        self._flags: dict[int, tuple[str, ...]] = {}
 
     def decode(self, raw) -> Event:
-        e = raw
-        fam = "ipv6" if e.family == 10 else "ipv4"
-        kind = KINDS.get(e.kind, f"unknown_{e.kind}")
+        """Decode a ctypes rst_event."""
+        return self.decode_bytes(ctypes.string_at(ctypes.addressof(raw), self.size))
+
+    def decode_bytes(self, buf) -> Event:
+        """Decode one record from bytes (or any buffer) holding at least one rst_event."""
+        v = self._unpack.unpack_from(buf)
+        (ts_ns, skaddr, ino, kind_n, netns, pid, tid, err, reason, nbytes, family, sport, dport,
+         oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw, aux, span_ms, retrans,
+         probes) = self._pick(v)
+        comm = self._comms.get(comm_raw)
+        if comm is None:
+            comm = comm_raw.split(b"\0", 1)[0].decode(errors="replace")
+            if len(self._comms) < 4096:
+                self._comms[comm_raw] = comm
+        names = self._flags.get(flags)
+        if names is None:
+            names = self._flags[flags] = tuple(name for bit, name in FLAG_BITS.items() if flags & bit)
+        kind = KINDS.get(kind_n, f"unknown_{kind_n}")
         ev = Event(
-            ts_ns=e.ts_ns, kind=kind, pid=e.pid, tid=e.tid,
-            comm=bytes(e.comm).split(b"\0", 1)[0].decode(errors="replace"),
-            ctx=CONTEXTS.get(e.ctx, str(e.ctx)), sk=e.skaddr, ino=e.ino, netns=e.netns,
-            family=fam, bytes=e.bytes,
-            flags=[name for bit, name in FLAG_BITS.items() if e.flags & bit],
-            retrans=e.retrans, probes=e.probes, span_ms=e.span_ms,
+            ts_ns=ts_ns, kind=kind, pid=pid, tid=tid, comm=comm,
+            ctx=CONTEXTS.get(ctx, str(ctx)), sk=skaddr, ino=ino, netns=netns,
+            family="ipv6" if family == 10 else "ipv4", bytes=nbytes, flags=list(names),
+            retrans=retrans, probes=probes, span_ms=span_ms,
         )
-        if e.skaddr or e.family:
-            ev.laddr, ev.lport = _addr(e.saddr, e.family), e.sport
-            ev.raddr, ev.rport = _addr(e.daddr, e.family), e.dport
-            ev.state = TCP_STATES.get(e.newstate, str(e.newstate))
+        if skaddr or family:
+            ev.laddr, ev.lport = _addr(saddr, family), sport
+            ev.raddr, ev.rport = _addr(daddr, family), dport
+            ev.state = TCP_STATES.get(newstate, str(newstate))
         if kind in ("close", "cwait_end"):
-            ev.oldstate = TCP_STATES.get(e.oldstate, str(e.oldstate))
+            ev.oldstate = TCP_STATES.get(oldstate, str(oldstate))
         if kind == "exit":
-            ev.code = e.err
+            ev.code = err
             ev.err = ""
-            ev.signal = e.aux
+            ev.signal = aux
         else:
-            ev.err = errno_name(e.err)
-            if e.flags & _EXITING:
-                ev.signal = e.aux
-        if e.reason != REASON_NONE:
-            ev.reason = self.reasons.get(e.reason, str(e.reason))
-        if e.sig_result != SIG_NONE:
-            ev.sigpipe = SIG_RESULTS.get(e.sig_result, str(e.sig_result))
+            ev.err = errno_name(err)
+            if flags & _EXITING:
+                ev.signal = aux
+        if reason != REASON_NONE:
+            ev.reason = self.reasons.get(reason, str(reason))
+        if sig_result != SIG_NONE:
+            ev.sigpipe = SIG_RESULTS.get(sig_result, str(sig_result))
         return ev

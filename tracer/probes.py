@@ -90,26 +90,30 @@ def _try(name: str, fn) -> Trial:
         return Trial(name, False, msg)
 
 
-def choose_plan(feats: KernelFeatures, force: str | None = None) -> Plan:
-    """Try kprobes, then fentry, then settle on tracepoints (which the kernel must have)."""
+def choose_plan(feats: KernelFeatures, force: str | None = None, trials: bool = True) -> Plan:
+    """Try kprobes, then fentry, then settle on tracepoints (which the kernel must have).
+
+    `trials=False` skips the trial loads: each costs a compile, a third of the start-up
+    (bench/RESULTS.md), and no hook uses their result yet. Turn them back on for live
+    tracing once kprobe/fentry hooks exist."""
     bcc = import_bcc()
     _scaffold_env(feats)
     feats.require_tracepoints()
-    trials: list[Trial] = []
+    tried: list[Trial] = []
     chosen = "tracepoint"
-    if force != "tracepoint":
+    if force != "tracepoint" and trials:
         def kprobe():
             b = bcc.BPF(text=_KPROBE_TRIAL)
             b.cleanup()
-        trials.append(_try("kprobe", kprobe))
+        tried.append(_try("kprobe", kprobe))
 
         def fentry():
             b = bcc.BPF(text=_FENTRY_TRIAL)
             b.cleanup()
-        trials.append(_try("fentry", fentry))
+        tried.append(_try("fentry", fentry))
         # The kprobe hooks (tcp_close, tcp_send_active_reset, tcp_v4/v6_send_reset) are not
         # written yet: until they are, a kernel that allows kprobes still uses tracepoints.
-    plan = Plan(name=chosen, trials=trials)
+    plan = Plan(name=chosen, trials=tried)
     plan.hooks = ["softirq_entry", "softirq_exit"] + [
         tp for tp in ("inet_sock_set_state", "tcp_destroy_sock", "tcp_send_reset", "tcp_receive_reset",
                       "inet_sk_error_report", "sock_send_length", "sock_recv_length",
@@ -146,6 +150,9 @@ def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
         flags = list(plan.cflags) + [f"-DRST_RING_PAGES={ring_pages}"]
         if ringbuf:
             flags.append("-DRST_USE_RINGBUF")
+        if os.environ.get("RSTTRACE_BENCH_SYNTH"):
+            # bench/ only: the synthetic event source of hooks/bench.h.
+            flags.append("-DRST_BENCH_SYNTH")
         if not plan.hooks or "sock_send_length" not in plan.hooks:
             flags = [f for f in flags if f != "-DRST_HAVE_IO_TP"]
         try:

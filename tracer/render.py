@@ -136,9 +136,10 @@ def to_json(inc: dict) -> str:
     return json.dumps(inc, separators=(",", ":"), sort_keys=False)
 
 
-def summary(incidents: list[dict], stats: dict) -> list[str]:
-    kinds = Counter(i["kind"] for i in incidents)
-    lines = [f"{len(incidents)} incident(s)" + (": " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+def summary(incidents: list[dict] | Counter, stats: dict) -> list[str]:
+    """`incidents`: the incidents, or just their count by kind."""
+    kinds = incidents if isinstance(incidents, Counter) else Counter(i["kind"] for i in incidents)
+    lines = [f"{sum(kinds.values())} incident(s)" + (": " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
                                                  if kinds else "")]
     lines.append(
         f"events: {stats.get('emitted', 0)} received, {stats.get('lost', 0)} lost, "

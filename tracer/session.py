@@ -7,6 +7,7 @@ import heapq
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,7 @@ from .correlate import Correlator
 from .events import Decoder, Event
 from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
-from .procfs import socket_owner
+from .procfs import SocketOwners
 from .probes import Loaded, Plan, choose_plan, load
 from .tracefile import clocks
 
@@ -25,6 +26,12 @@ DRAIN_INTERVAL_S = 0.05
 # Events are held this long before correlation so that records from other CPUs, and the
 # peer's RST handling (timestamped before the sender's send_reset), fall into order.
 REORDER_NS = 100_000_000
+# The correlator's settle clock advances at most this often while replaying a batch: ticking
+# on every event costs a scan of the open incidents each time (settle times are >= 50 ms).
+TICK_NS = 10_000_000
+# Records taken from the ring per drain. libbpf's consume keeps reading while records keep
+# arriving, so without a budget a busy ring is never left to correlate and report.
+BATCH_MAX = 8192
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Sinks:
     on_lost: Callable[[int], None] | None = None
     on_record: Callable[[dict], None] | None = None  # other records for the trace file
     on_note: Callable[[str], None] | None = None  # periodic lines for people (stderr)
+    on_flush: Callable[[], None] | None = None  # after each drained batch: one write, not one per line
 
 
 @dataclass
@@ -46,14 +54,21 @@ class Session:
     plan: Plan | None = None
     loaded: Loaded | None = None
     exiting: bool = False
+    # Every incident dict stays in memory only when asked (the demo checks what it saw); a
+    # long-running tracer keeps counts, or its memory grows with every incident.
+    keep_incidents: bool = False
 
     def __post_init__(self) -> None:
         self._heap: list[tuple[int, int, Event]] = []
         self._seq = 0
+        self._next_tick_ns = 0
+        self._batch = 0
+        self._last_ts = 0
         self._lost_reported = 0
         self.incidents: list[dict] = []
+        self.kinds: Counter[str] = Counter()
         self.wall_offset_ns = clocks()["wall_offset_ns"]
-        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=socket_owner)
+        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners())
         self.cwait: CloseWaitWatch | None = None
         self._cwait_next_scan = 0
         self._cwait_next_count = 0
@@ -158,14 +173,17 @@ class Session:
 
     # -- data path ----------------------------------------------------------------------
     def _on_raw(self, _ctx, data, _size) -> None:
-        raw = ctypes.cast(data, ctypes.POINTER(self.decoder.struct)).contents
-        ev = self.decoder.decode(raw)
+        ev = self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size))
         # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
         # what the kernel still holds; readers order by ts_ns.
         if self.sinks.on_event:
             self.sinks.on_event(ev)
         self._seq += 1
         heapq.heappush(self._heap, (ev.ts_ns, self._seq, ev))
+        self._batch += 1
+        self._last_ts = ev.ts_ns
+        # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
+        return -1 if self._batch >= BATCH_MAX else 0
 
     def _on_perf_lost(self, count: int) -> None:
         self._perf_lost += count
@@ -180,43 +198,62 @@ class Session:
         out.update({k: v for k, v in self.correlator.stats.items() if k != "events"})
         return out
 
-    def drain(self, final: bool = False) -> None:
+    def drain(self, final: bool = False) -> bool:
+        """Take a batch of records, report what is due; True when the batch was full."""
         bpf = self.loaded.bpf
+        self._batch = 0
         if self.plan.ringbuf:
             bpf.ring_buffer_consume()
+            if final:
+                while self._batch >= BATCH_MAX:
+                    self._batch = 0
+                    bpf.ring_buffer_consume()
         else:
             bpf.perf_buffer_poll(timeout=0)
+        full = self._batch >= BATCH_MAX
         now = time.monotonic_ns()
+        if full:
+            # The ring holds more, written after the last record taken: order only up to it.
+            now = min(now, self._last_ts)
         horizon = now if final else now - REORDER_NS
         while self._heap and self._heap[0][0] <= horizon:
             _ts, _seq, ev = heapq.heappop(self._heap)
             if ev.kind == "cwait_end" and ev.has("preexisting") and self.cwait is not None:
                 self.cwait.forget_preexisting(ev.ino)
-            self._emit(self.correlator.tick(ev.ts_ns))
+            if ev.ts_ns >= self._next_tick_ns:
+                self._emit(self.correlator.tick(ev.ts_ns))
+                self._next_tick_ns = ev.ts_ns + TICK_NS
             self._emit(self.correlator.feed(ev))
         self._emit(self.correlator.flush() if final else self.correlator.tick(horizon))
         if not final:
             self._close_wait_tick(now)
+        if self.sinks.on_flush:
+            self.sinks.on_flush()
         lost = self.stats()["lost"]
         if lost != self._lost_reported:
             self._lost_reported = lost
             if self.sinks.on_lost:
                 self.sinks.on_lost(lost)
+        return full
 
     def _emit(self, incidents) -> None:
         for inc in incidents:
             d = inc.to_dict(self.wall_offset_ns)
             if not self.config.filters.matches(d):
                 continue
-            self.incidents.append(d)
+            self.kinds[d["kind"]] += 1
+            if self.keep_incidents:
+                self.incidents.append(d)
             if self.sinks.on_incident:
                 self.sinks.on_incident(d)
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + self.config.duration if self.config.duration else None
+        full = False
         while not self.exiting:
-            time.sleep(DRAIN_INTERVAL_S)
-            self.drain()
+            if not full:  # more is waiting: no sleep
+                time.sleep(DRAIN_INTERVAL_S)
+            full = self.drain()
             if deadline and time.monotonic() >= deadline:
                 break
             if until and until():

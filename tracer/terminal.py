@@ -25,7 +25,10 @@ class Terminal:
         sys.stdout.flush()
 
     def data(self, text: str) -> None:
+        # Flushed by flush(), once per drained batch (the session calls it).
         sys.stdout.write(text + "\n")
+
+    def flush(self) -> None:
         sys.stdout.flush()
 
     def note(self, text: str) -> None:

@@ -1,0 +1,1 @@
+"""rsttrace benchmarks: tracing overhead against bcc tcpstates, ingest ceiling, memory, start-up."""
