@@ -210,7 +210,7 @@ def flatten_incident(inc: dict) -> dict:
     """One incident (Incident.to_dict schema, plus any newer fields) as one flat row."""
     row: dict = {}
     for k, v in inc.items():
-        if k == "type":
+        if k == "type" or (k == "victim" and v is None):  # no victim: its columns stay null
             continue
         if k == "timestamps" and isinstance(v, dict):
             row.update(v)
@@ -640,7 +640,7 @@ def _incidents_frame(acc: _Acc):
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             cols[name] = col.dictionary_encode()
     order = [c for c in INCIDENT_ORDER if c in cols]
-    order += [c for c in cols if c not in order]
+    order += sorted(c for c in cols if c not in order)  # newer fields: the same order from any reader
     mapper = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
               pa.float64(): pd.Float64Dtype()}.get
     df = pa.table({c: cols[c] for c in order}).to_pandas(types_mapper=mapper)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import queue
 import re
@@ -49,9 +50,19 @@ def _default_cache_dir() -> Path:
     return _tmp_cache_dir
 
 
+def _sources_digest() -> str:
+    h = hashlib.sha256(" ".join(CFLAGS).encode())
+    for name in WORKLOADS:
+        h.update((WORKLOAD_SRC / f"{name}.c").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build_workloads(cache_dir: Path | None = None) -> Path:
-    """Compile rst_server and rst_client into cache_dir unless up to date; return the directory."""
-    out = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    """Compile rst_server and rst_client into cache_dir unless up to date; return the directory.
+
+    The shared default cache has one folder per content of the sources: checkouts of different
+    versions on one machine never run each other's binaries (file times cannot tell them apart)."""
+    out = Path(cache_dir) if cache_dir is not None else _default_cache_dir() / _sources_digest()
     out.mkdir(parents=True, exist_ok=True)
     cc = os.environ.get("CC", "gcc")
     for name in WORKLOADS:

@@ -172,7 +172,7 @@ def test_fast_and_precise_readers_agree(tmp_path, monkeypatch, which):
     slow = tracer.load([DEFAULT, sample])
     pd.testing.assert_frame_equal(fast.events, slow.events)
     pd.testing.assert_frame_equal(fast.incidents, slow.incidents)
-    assert len(slow.incidents) == 10
+    assert len(slow.incidents) == 14
 
 
 def test_parquet_round_trip_and_csv(tmp_path):
