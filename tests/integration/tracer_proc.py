@@ -11,16 +11,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import incident_dump
+
 START_TIMEOUT = 30.0
 
 
 class Tracer:
-    def __init__(self, *args: str, settle: float = 0.3) -> None:
+    """dump=False: the test picks the incidents that are its own and calls dump() itself
+    (a host-wide tracer may also see other programs' resets)."""
+
+    def __init__(self, *args: str, settle: float = 0.3, dump: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="rsttrace-test-"))
         self.ready = self.dir / "ready"
         self.trace = self.dir / "trace.jsonl"
+        self.auto_dump = dump
+        # RSTTRACE_PLAN runs the whole suite with one attach plan (the VM suite runs each).
+        plan = ("--plan", os.environ["RSTTRACE_PLAN"]) if os.environ.get("RSTTRACE_PLAN") else ()
         self.argv = [sys.executable, "-m", "tracer", "--json", "--settle", str(settle),
-                     "--ready-file", str(self.ready), "-o", str(self.trace), *args]
+                     "--ready-file", str(self.ready), "-o", str(self.trace), *plan, *args]
 
     def __enter__(self) -> "Tracer":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -40,7 +48,14 @@ class Tracer:
         self.incidents = [json.loads(line) for line in out.splitlines() if line.strip()]
         self.stderr = err
         self.returncode = self.proc.returncode
+        if self.auto_dump:
+            self.dump(self.incidents)
         return self.incidents, err, self.proc.returncode
+
+    def dump(self, incidents: list[dict]) -> None:
+        """Record these incidents, normalised, for the comparison across kernels."""
+        records = self.records() if self.trace.exists() and self.trace.stat().st_size else []
+        incident_dump.dump(incidents, records[0] if records and records[0].get("type") == "header" else None)
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.trace.read_text().splitlines()]
