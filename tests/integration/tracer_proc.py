@@ -13,7 +13,11 @@ from pathlib import Path
 
 from . import incident_dump
 
-START_TIMEOUT = 30.0
+# Readiness and drain deadlines; an emulated VM compiles the BPF programs several times slower
+# (vagrant/guest-suite scales them).
+TIMEOUT_SCALE = float(os.environ.get("RSTTRACE_TEST_TIMEOUT_SCALE", "1"))
+START_TIMEOUT = 30.0 * TIMEOUT_SCALE
+STOP_TIMEOUT = 30.0 * TIMEOUT_SCALE
 
 
 class Tracer:
@@ -44,7 +48,7 @@ class Tracer:
 
     def stop(self) -> tuple[list[dict], str, int]:
         self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
+        out, err = self.proc.communicate(timeout=STOP_TIMEOUT)
         self.incidents = [json.loads(line) for line in out.splitlines() if line.strip()]
         self.stderr = err
         self.returncode = self.proc.returncode
