@@ -13,7 +13,7 @@ ENV = "RSTTRACE_INCIDENT_DUMP"
 # Values that differ from run to run and kernel to kernel for the same story. Each becomes a
 # placeholder numbered by first appearance, so equal values stay equal (the victim's pid and
 # the pid of its errors) and distinct ones stay distinct.
-_PLACEHOLDERS = {"pid": "pid", "tid": "pid", "port": "port", "netns": "netns", "addr": "addr"}
+_PLACEHOLDERS = {"id": "id", "pid": "pid", "tid": "pid", "port": "port", "netns": "netns", "addr": "addr"}
 # Instants: only whether the kernel gave one matters.
 _TIME = re.compile(r"(^|_)ns$")
 _written: set[str] = set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from tests.integration import incident_dump
-from tests.vm.test_compare import comparable
+from tests.vm.test_compare import comparable, differences
 
 
 def incident(pid=812, cpid=4242, port=8000, cport=51234, reason="TCP_ABORT_ON_CLOSE", calls=("write", "write")):
@@ -82,3 +82,15 @@ def test_missing_send_tracepoint_excuses_only_the_writes_of_the_tracepoint_plan(
     # Another plan that misses the same calls is not excused.
     kprobe = run([incident(calls=())], kernel="6.1.0", plan="kprobe", missing=missing)
     assert comparable(kprobe, host)[0] != comparable(host, kprobe)[0]
+
+
+def test_differences_name_the_path():
+    host = incident_dump.normalise([incident()])
+    guest = incident_dump.normalise([incident(calls=("write",))])
+    guest[0]["victim"]["sigpipe"] = None
+    assert differences(host, guest) == [
+        "[0].victim.errors[1]: host {'call': 'write', 'errno': 'EPIPE', 'ts_ns': '<time>', 'pid': '<pid2>', "
+        "'tid': '<pid2>'}, guest '<absent>'",
+        "[0].victim.sigpipe: host 'killed', guest None",
+    ]
+    assert differences([], host) == [f"[0]: host '<absent>', guest {host[0]!r}"]

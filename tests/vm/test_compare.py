@@ -56,6 +56,18 @@ def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
     return out, problems
 
 
+def differences(host, guest, path: str = "") -> list[str]:
+    """Readable paths of what differs, e.g. `[0].victim.sigpipe: host 'killed', guest None`."""
+    if isinstance(host, dict) and isinstance(guest, dict):
+        return [d for k in sorted(set(host) | set(guest), key=str)
+                for d in differences(host.get(k, "<absent>"), guest.get(k, "<absent>"), f"{path}.{k}")]
+    if isinstance(host, list) and isinstance(guest, list):
+        pad = ["<absent>"] * abs(len(host) - len(guest))
+        pairs = zip(host + pad[:len(guest) - len(host)], guest + pad[:len(host) - len(guest)])
+        return [d for i, (h, g) in enumerate(pairs) for d in differences(h, g, f"{path}[{i}]")]
+    return [] if host == guest else [f"{path or 'incidents'}: host {host!r}, guest {guest!r}"]
+
+
 def guest_plans() -> list[str]:
     if not RESULTS:
         return []
@@ -94,5 +106,6 @@ def test_same_incidents_on_both_kernels(plan, test):
         want, problems_h = comparable(h, g)
         got, problems_g = comparable(g, h)
         assert problems_h + problems_g == []
-        assert got == want, (f"kernel {g['kernel']} (plan {g['plan']}) vs kernel {h['kernel']} "
-                             f"(plan {h['plan']})")
+        diffs = differences(want, got)
+        assert diffs == [], (f"guest kernel {g['kernel']} (plan {g['plan']}) vs host kernel {h['kernel']} "
+                             f"(plan {h['plan']}):\n  " + "\n  ".join(diffs))
