@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install everything rsttrace needs on Debian 12 (as root), then run a job:
 #   ./run.sh demo    install, then trace the built-in seed scenario
-#   ./run.sh test    install, then run the whole test suite
+#   ./run.sh test    install, then run the whole test suite (host, then VM: RSTTRACE_VM=0 skips it)
 #   ./run.sh bench   install, then run the benchmarks (bench/run; --quick for a short run)
 #   ./run.sh setup   install only
 set -eu
@@ -34,7 +34,19 @@ ln -sf "$(pwd)/.venv/bin/rsttrace" /usr/local/bin/rsttrace
 case "$job" in
 	setup) echo "run.sh: installed; try: sudo rsttrace demo" >&2 ;;
 	demo) exec .venv/bin/rsttrace demo "$@" ;;
-	test) exec .venv/bin/python -m pytest -ra "$@" ;;
+	test)
+		# Host suite; then the VM suite on Debian 12's 6.1 kernel (vagrant/README.md; RSTTRACE_VM=0
+		# skips it); then the comparison of both kernels' incidents. Every part runs; any failure fails.
+		results=${RSTTRACE_VM_RESULTS:-$(pwd)/.vm-results}
+		rm -rf "$results/host"
+		rc=0
+		env -u RSTTRACE_VM_RESULTS RSTTRACE_INCIDENT_DUMP="$results/host/incidents" \
+			.venv/bin/python -m pytest -ra "$@" || rc=1
+		if [ "${RSTTRACE_VM:-1}" != 0 ]; then
+			RSTTRACE_VM_RESULTS=$results vagrant/run-suite "$@" || rc=1
+			RSTTRACE_VM_RESULTS=$results .venv/bin/python -m pytest -ra tests/vm || rc=1
+		fi
+		exit $rc ;;
 	bench) exec bench/run "$@" ;;
 	*) echo "run.sh: unknown job '$job' (setup, demo, test, bench)" >&2; exit 2 ;;
 esac

@@ -132,11 +132,12 @@ def test_unread_close_ipv6(ns):
 def test_across_two_hosts():
     """Server in namespace B, client in A, joined by veth: the RST crosses a link."""
     with scenarios.Hosts("rsthost") as h:
-        with Tracer() as t:
+        with Tracer(dump=False) as t:
             res = scenarios.unread_close(h.b, server_ns=h.b, client_ns=h.a, server_addr=h.addr_b)
             incidents, err, rc = t.stop()
     assert rc == 0, err
     mine = [i for i in incidents if i["local"]["port"] == res.server_port]
+    t.dump(mine)
     assert len(mine) == 1
     inc = mine[0]
     assert inc["netns"] == h.b.inode and inc["culprit"]["pid"] == res.server_pid

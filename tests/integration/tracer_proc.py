@@ -13,16 +13,31 @@ import threading
 import time
 from pathlib import Path
 
-START_TIMEOUT = 30.0
+from . import incident_dump
+
+# Readiness and drain deadlines; an emulated VM compiles the BPF programs several times slower
+# (vagrant/guest-suite scales them).
+TIMEOUT_SCALE = float(os.environ.get("RSTTRACE_TEST_TIMEOUT_SCALE", "1"))
+START_TIMEOUT = 30.0 * TIMEOUT_SCALE
+STOP_TIMEOUT = 30.0 * TIMEOUT_SCALE
 
 
 class Tracer:
-    def __init__(self, *args: str, settle: float = 0.3) -> None:
+    """dump=False: the test picks the incidents that are its own and calls dump() itself
+    (a host-wide tracer may also see other programs' resets)."""
+
+    def __init__(self, *args: str, settle: float = 0.3, dump: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="rsttrace-test-"))
         self.ready = self.dir / "ready"
         self.trace = self.dir / "trace.jsonl"
+        self.auto_dump = dump
+        # RSTTRACE_PLAN runs the whole suite with one attach plan (the VM suite runs each).
+        plan = ("--plan", os.environ["RSTTRACE_PLAN"]) if os.environ.get("RSTTRACE_PLAN") else ()
+        # Quiet time before an incident is reported: longer where everything runs slower, or a
+        # victim's next call (a few scheduler ticks later) would come after its incident.
+        settle *= min(TIMEOUT_SCALE, 4.0)
         self.argv = [sys.executable, "-m", "tracer", "--json", "--settle", str(settle),
-                     "--ready-file", str(self.ready), "-o", str(self.trace), *args]
+                     "--ready-file", str(self.ready), "-o", str(self.trace), *plan, *args]
 
     def __enter__(self) -> "Tracer":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -73,13 +88,20 @@ class Tracer:
     def stop(self) -> tuple[list[dict], str, int]:
         if getattr(self, "returncode", None) is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-            self._reader.join(30)
-            self._err_reader.join(30)
+            self.proc.wait(timeout=STOP_TIMEOUT)
+            self._reader.join(STOP_TIMEOUT)
+            self._err_reader.join(STOP_TIMEOUT)
             self.incidents = [json.loads(line) for line in self._out]
             self.stderr = "".join(self._err)
             self.returncode = self.proc.returncode
+            if self.auto_dump:
+                self.dump(self.incidents)
         return self.incidents, self.stderr, self.returncode
+
+    def dump(self, incidents: list[dict]) -> None:
+        """Record these incidents, normalised, for the comparison across kernels."""
+        records = self.records() if self.trace.exists() and self.trace.stat().st_size else []
+        incident_dump.dump(incidents, records[0] if records and records[0].get("type") == "header" else None)
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.trace.read_text().splitlines()]

@@ -1,0 +1,111 @@
+"""The same scenarios give the same incidents on the host's kernel and in the VM guest's, test by test."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.integration import incident_dump
+
+RESULTS = os.environ.get("RSTTRACE_VM_RESULTS")  # vagrant/run-suite's results (host/ and guest/<plan>/)
+
+# The only differences allowed between two kernels, each with the kernel fact behind it.
+# 1. Reset reasons (enum sk_rst_reason) arrived in 6.10: before that `reason` is null, so
+#    only the kind, which rsttrace derives from the close path, can be compared.
+REASON_SINCE = (6, 10)
+# 2. sock:sock_send_length / sock_recv_length arrived in 6.3. The tracepoint plan sees a
+#    peer's failing write/read only through them; a plan that records them as missing
+#    cannot list those calls among the victim's errors. (Other plans must, so this applies
+#    to the tracepoint plan only.)
+CALL_TRACEPOINT = {"write": "sock_send_length", "read": "sock_recv_length"}
+
+
+def kernel_version(release: str | None) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+def unseen_calls(run: dict) -> set[str]:
+    if run["plan"] != "tracepoint":
+        return set()
+    missing = {m.split(":")[0] for m in run["missing"]}
+    return {call for call, tp in CALL_TRACEPOINT.items() if tp in missing}
+
+
+def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
+    """The run's incidents with what the two kernels cannot both show taken out; and the
+    problems found on the way (an old kernel that claims a reason)."""
+    problems = []
+    no_reason = min(kernel_version(run["kernel"]), kernel_version(other["kernel"])) < REASON_SINCE
+    unseen = unseen_calls(run) | unseen_calls(other)
+    out = []
+    for inc in run["incidents"]:
+        inc = dict(inc)
+        if no_reason:
+            if kernel_version(run["kernel"]) < REASON_SINCE and inc.get("reason") is not None:
+                problems.append(f"kernel {run['kernel']} has no reset reasons, yet reason={inc['reason']}")
+            inc.pop("reason", None)
+        if unseen and inc.get("victim"):
+            victim = dict(inc["victim"])
+            victim["errors"] = [e for e in victim["errors"] if e["call"] not in unseen]
+            inc["victim"] = victim
+        out.append(inc)
+    return out, problems
+
+
+def differences(host, guest, path: str = "") -> list[str]:
+    """Readable paths of what differs, e.g. `[0].victim.sigpipe: host 'killed', guest None`."""
+    if isinstance(host, dict) and isinstance(guest, dict):
+        return [d for k in sorted(set(host) | set(guest), key=str)
+                for d in differences(host.get(k, "<absent>"), guest.get(k, "<absent>"), f"{path}.{k}")]
+    if isinstance(host, list) and isinstance(guest, list):
+        pad = ["<absent>"] * abs(len(host) - len(guest))
+        pairs = zip(host + pad[:len(guest) - len(host)], guest + pad[:len(host) - len(guest)])
+        return [d for i, (h, g) in enumerate(pairs) for d in differences(h, g, f"{path}[{i}]")]
+    return [] if host == guest else [f"{path or 'incidents'}: host {host!r}, guest {guest!r}"]
+
+
+def guest_plans() -> list[str]:
+    if not RESULTS:
+        return []
+    return sorted(p.parent.name for p in Path(RESULTS, "guest").glob("*/incidents"))
+
+
+def cases():
+    plans = guest_plans()
+    if not plans:
+        why = ("RSTTRACE_VM_RESULTS is not set (./run.sh test sets it after the VM suite)" if not RESULTS
+               else f"no guest incident dumps under {RESULTS}/guest (run vagrant/run-suite)")
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=why), id="no-vm-results")]
+    host = incident_dump.load(Path(RESULTS, "host", "incidents"))
+    out = []
+    for plan in plans:
+        guest = incident_dump.load(Path(RESULTS, "guest", plan, "incidents"))
+        for test in sorted(set(guest) | set(host)):
+            out.append(pytest.param(plan, test, id=f"{plan}:{test}"))
+    return out
+
+
+def selection(plan: str) -> list[str]:
+    return Path(RESULTS, "guest", plan, "args").read_text().split()
+
+
+@pytest.mark.parametrize("plan, test", cases())
+def test_same_incidents_on_both_kernels(plan, test):
+    host = incident_dump.load(Path(RESULTS, "host", "incidents")).get(test)
+    guest = incident_dump.load(Path(RESULTS, "guest", plan, "incidents")).get(test)
+    if guest is None and selection(plan) != ["tests"]:
+        pytest.skip(f"not in the guest's selection for plan {plan}: {' '.join(selection(plan))}")
+    assert host is not None, f"{test} ran in the guest (plan {plan}) but left no incidents on the host"
+    assert guest is not None, f"{test} left no incidents in the guest (plan {plan}): see guest/{plan}/pytest.log"
+    assert len(guest["runs"]) == len(host["runs"]), "a different number of tracer runs"
+    for h, g in zip(host["runs"], guest["runs"]):
+        want, problems_h = comparable(h, g)
+        got, problems_g = comparable(g, h)
+        assert problems_h + problems_g == []
+        diffs = differences(want, got)
+        assert diffs == [], (f"guest kernel {g['kernel']} (plan {g['plan']}) vs host kernel {h['kernel']} "
+                             f"(plan {h['plan']}):\n  " + "\n  ".join(diffs))
