@@ -41,6 +41,11 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		e.flags &= ~RST_F_LINGER0;
 	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !rst_is_tracked(skp))
 		return 0;
+#ifdef RST_PLAN_KPROBE
+	/* close() that aborts: hooks/kprobe.h reports it with the reset. */
+	if (!rst_is_tracked(skp) && rst_kp_defer_close(skp, oldstate))
+		return 0;
+#endif
 	e.kind = RST_EV_CLOSE;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
