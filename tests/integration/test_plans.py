@@ -65,3 +65,21 @@ def test_refused_connection_reset_without_socket(ns, bins):
     v = inc["victim"]
     assert (v["addr"], v["state"], v["sk_err"]) == ("127.0.0.1", "SYN_SENT", "ECONNREFUSED")
     assert v["port"] == inc["remote"]["port"] and v["port"] > 0
+
+
+def test_forced_kprobe_plan_where_kprobes_are_refused():
+    import subprocess
+    import sys
+
+    from tracer.errors import ExitStatus
+
+    from .tracer_proc import kernel_has_kprobes
+
+    if kernel_has_kprobes():
+        pytest.skip("this kernel allows kprobes (the suite runs on the kprobe plan here)")
+    r = subprocess.run([sys.executable, "-m", "tracer", "--plan", "kprobe", "--duration", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == ExitStatus.NO_PLAN
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "rsttrace: error: --plan kprobe is not possible on this kernel: the kernel refused the kprobe trial"]
