@@ -4,6 +4,8 @@
 #   ./run.sh test    install, then run the whole test suite (host, then VM: RSTTRACE_VM=0 skips it)
 #   ./run.sh bench   install, then run the benchmarks (bench/run; --quick for a short run)
 #   ./run.sh setup   install only
+#   ./run.sh test-6.1  also install qemu, Debian's 6.1 kernel and virtme-ng, then run the
+#                      root suite inside 6.1 (qemu TCG) on the automatic and tracepoint plans
 set -eu
 cd "$(dirname "$0")"
 job=${1:-setup}
@@ -48,5 +50,20 @@ case "$job" in
 		fi
 		exit $rc ;;
 	bench) exec bench/run "$@" ;;
-	*) echo "run.sh: unknown job '$job' (setup, demo, test, bench)" >&2; exit 2 ;;
+	test-6.1)
+		need=""
+		for pkg in qemu-system-x86 linux-image-amd64; do
+			dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
+		done
+		if [ -n "$need" ]; then
+			echo "run.sh: installing$need" >&2
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+		fi
+		[ -x .venv/bin/vng ] || .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng
+		rc=0
+		tests/vm/vng-run .venv/bin/python -m pytest -ra -m root tests/integration "$@" || rc=1
+		RSTTRACE_TEST_PLAN=tracepoint tests/vm/vng-run .venv/bin/python -m pytest -ra -m root \
+			tests/integration/test_live.py tests/integration/test_plans.py "$@" || rc=1
+		exit $rc ;;
+	*) echo "run.sh: unknown job '$job' (setup, demo, test, test-6.1, bench)" >&2; exit 2 ;;
 esac

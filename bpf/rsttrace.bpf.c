@@ -364,10 +364,73 @@ static __always_inline u64 rst_cwait_old_leave(u64 ino)
 }
 
 #include "hooks/cwait.h"
+
+#ifdef RST_PLAN_KPROBE
+/*
+ * The kprobe plan (hooks/kprobe.h): the thread that is inside tcp_close() and
+ * the socket it closes. sock:inet_sock_set_state leaves a close() that aborts
+ * to tcp_send_active_reset(), which reports it (with the state it left) just
+ * before the reset. No kretprobe clears an entry: the next tcp_close() of the
+ * thread overwrites it, and an entry older than RST_CLOSING_NS is stale.
+ */
+#define RST_CLOSING_NS	1000000000ULL
+struct rst_closing {
+	u64 sk;
+	u64 ts;
+	u32 oldstate;
+	u32 pending;	/* set_state left a CLOSE for tcp_send_active_reset */
+};
+BPF_TABLE("lru_hash", u32, struct rst_closing, rst_closing, 4096);
+
+static __always_inline void rst_kp_close_begin(u64 sk, u32 state)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct rst_closing c = { .sk = sk, .ts = bpf_ktime_get_ns(), .oldstate = state };
+
+	rst_closing.update(&tid, &c);
+}
+
+static __always_inline struct rst_closing *rst_kp_closing(u64 sk)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct rst_closing *c = rst_closing.lookup(&tid);
+
+	if (!c || c->sk != sk || bpf_ktime_get_ns() - c->ts > RST_CLOSING_NS)
+		return NULL;
+	return c;
+}
+
+/* Called by set_state for a move to CLOSE it would report as a culprit's
+ * close: 1 when this thread is closing that socket, which kprobe.h reports. */
+static __always_inline int rst_kp_defer_close(u64 sk, u32 oldstate)
+{
+	struct rst_closing *c = rst_kp_closing(sk);
+
+	if (!c)
+		return 0;
+	c->oldstate = oldstate;
+	c->pending = 1;
+	return 1;
+}
+
+static __always_inline void rst_kp_close_done(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	rst_closing.delete(&tid);
+}
+#endif
+
 #include "hooks/state.h"
 #include "hooks/reset.h"
 #include "hooks/io.h"
 #include "hooks/signal.h"
 #ifdef RST_BENCH_SYNTH
 #include "hooks/bench.h"
+#endif
+#ifdef RST_PLAN_KPROBE
+#include "hooks/kprobe.h"
+#endif
+#ifdef RST_SYSEXIT_IO
+#include "hooks/sysexit.h"
 #endif

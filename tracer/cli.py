@@ -104,8 +104,9 @@ def _trace_options(f):
         click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
                      help="Seconds of quiet after which an incident is reported."),
         click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds."),
-        click.option("--plan", "force_plan", type=click.Choice(["auto", "tracepoint"]), default="auto",
-                     help="Force the tracepoint-only attach plan."),
+        click.option("--plan", "force_plan", type=click.Choice(["auto", "kprobe", "tracepoint"]),
+                     default="auto", show_default=True,
+                     help="Attach plan: auto (kprobes when the kernel allows them), or force one."),
         click.option("--close-wait", "close_wait", default=30.0, show_default=True,
                      type=click.FloatRange(0, 86400),
                      help="Report sockets left in CLOSE_WAIT this many seconds (0: off)."),
@@ -145,6 +146,7 @@ def main(ctx, output, wide, **opts):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
     ctx.obj["wide"] = wide
+    ctx.obj["force_plan"] = None if force_plan == "auto" else force_plan
     if ctx.invoked_subcommand is not None:
         return
     _trace_live(output, False, wide=wide, **opts)
@@ -246,7 +248,7 @@ def demo(ctx, unread):
     with scenarios.Netns("rstdemo") as ns:
         term.note(f"demo: server and client in network namespace {ns.name}; the server closes "
                   f"with {unread} bytes unread, the client (default SIGPIPE) keeps writing")
-        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5)
+        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5, force_plan=ctx.obj.get("force_plan"))
         session = _run_session(cfg, term, scenario=lambda: scenarios.unread_close(ns, unread=unread))
     res = session.scenario_result
     if "error" in res:
@@ -258,7 +260,8 @@ def demo(ctx, unread):
 
 
 @main.command()
-def doctor():
+@click.pass_context
+def doctor(ctx):
     """Say what this kernel offers and which attach plan rsttrace would use, and why."""
     from .kernel import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, KernelFeatures, find_tracefs
     from .probes import choose_plan
@@ -268,9 +271,10 @@ def doctor():
     lines.append(f"kernel {feats.release}; BTF at {feats.btf_path}: struct offsets come from it")
     tfs = find_tracefs()
     lines.append(f"tracefs: {'mounted at ' + str(tfs) if tfs else 'not mounted (rsttrace mounts it)'}")
-    for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS):
-        n = feats.tracepoints.get(tp)
-        lines.append(f"  tracepoint {tp}: {'present, %d args' % n if n is not None else 'MISSING'}")
+    for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS) + ("sys_exit",):
+        n = feats.tracepoints.get(tp, -1)
+        lines.append(f"  tracepoint {tp}: " + ("MISSING" if n == -1 else "present" if n is None
+                                                 else f"present, {n} args"))
     reasons = feats.rst_reasons()
     lines.append(f"reset reasons: {len(reasons)} from BTF enum sk_rst_reason" if reasons
                  else "reset reasons: none in this kernel (before 6.10); kinds come from the close path")
@@ -278,19 +282,40 @@ def doctor():
         lines.append("not root: attach trials skipped (run with sudo to try kprobes and fentry)")
         click.echo("\n".join(lines))
         return
-    plan = choose_plan(feats)
+    plan = choose_plan(feats, force=ctx.obj.get("force_plan"))
     for t in plan.trials:
         lines.append(f"trial {t.name}: {'works' if t.ok else 'refused'} ({t.detail})")
-    lines.append(f"chosen plan: {plan.name}: " + {
-        "tracepoint": "tracepoints and raw tracepoints only; the close with unread data is "
-                      "read at the socket's move to CLOSE (rcv_nxt - copied_seq), the reset from "
-                      "tcp:tcp_send_reset",
-    }.get(plan.name, plan.name))
-    if any(t.ok for t in plan.trials):
-        lines.append("note: kprobe/fentry hooks are not used yet; the tracepoint plan gives the same incidents")
+    lines.append(f"chosen plan: {plan.name} ({plan.why})")
+    lines.extend(_plan_words(plan, feats))
     for m in plan.missing:
         lines.append(f"degraded: {m}")
     click.echo("\n".join(lines))
+
+
+def _plan_words(plan, feats) -> list[str]:
+    """What the chosen plan hooks, in plain words."""
+    out = []
+    if plan.name == "kprobe":
+        out.append("  a close() that throws away unread data: kprobes on tcp_close and "
+                   "tcp_send_active_reset (every RST this host starts itself)")
+        if "kprobe:tcp_v4_send_reset" in plan.hooks:
+            out.append("  RSTs from TIME_WAIT sockets and for unknown connections: kprobes on "
+                       + " and ".join(h.split(":")[1] for h in plan.hooks
+                                   if h.startswith("kprobe:") and h.endswith("_send_reset"))
+                       + " (tcp:tcp_send_reset misses them before 6.10)")
+        out.append("  the rest (state changes, received RSTs, signals): tracepoints")
+    else:
+        out.append("  a close() that throws away unread data: the socket's move to CLOSE "
+                   "(sock:inet_sock_set_state, rcv_nxt - copied_seq); RSTs: tcp:tcp_send_reset")
+        if plan.trials and plan.trials[0].ok and plan.why.startswith("forced"):
+            out.append("  (the kprobe plan would work here: --plan auto)")
+    io = feats.io_errors_from
+    out.append({
+        "tracepoint": "  the peer's send/recv errors: sock:sock_send_length/sock_recv_length",
+        "sys_exit": "  the peer's send/recv errors: raw_syscalls:sys_exit, for read/write/send*/recv* "
+                    "on TCP sockets (no sock_*_length tracepoints before 6.3)",
+    }.get(io, "  the peer's send/recv errors: not available on this kernel"))
+    return out
 
 
 def run() -> None:

@@ -18,6 +18,7 @@ class ExitStatus(IntEnum):
     BAD_FILTER = 9
     BAD_TRACE = 10
     NO_COMPILER = 11
+    NO_PLAN = 12  # --plan kprobe where the kernel refuses kprobes
 
 
 class RsttraceError(Exception):
@@ -53,6 +54,10 @@ class NoBcc(RsttraceError):
 
 class BpfLoadError(RsttraceError):
     status = ExitStatus.BPF_LOAD
+
+
+class PlanUnavailable(RsttraceError):
+    status = ExitStatus.NO_PLAN
 
 
 class BadFilter(RsttraceError):

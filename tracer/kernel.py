@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import tpformat
 from .btf import VMLINUX_BTF, Btf, BtfError
 from .errors import NoBtf, NoTracefs, NoTracepoint
 
@@ -86,6 +87,7 @@ TRACEPOINTS = (
     "signal_generate",
     "signal_deliver",
     "sched_process_exit",
+    "sys_exit",
 )
 REQUIRED_TRACEPOINTS = ("inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset",
                         "tcp_destroy_sock", "signal_generate", "sched_process_exit")
@@ -95,6 +97,38 @@ OPTIONAL_TRACEPOINTS = {
     "sock_recv_length": "the peer's recv errors (kernel 6.3+)",
     "signal_deliver": "SIGPIPE handled by a handler",
 }
+
+# The peer's errors before 6.3 come from raw_syscalls:sys_exit (hooks/sysexit.h): the file
+# table walk and the system call's registers. x86_64 only (system call numbers, pt_regs).
+SYSEXIT_OFFSETS = (
+    ("TASK_FILES", "task_struct", "files"),
+    ("FILES_FDT", "files_struct", "fdt"),
+    ("FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("FDT_FD", "fdtable", "fd"),
+    ("FILE_INODE", "file", "f_inode"),
+    ("FILE_PRIVATE_DATA", "file", "private_data"),
+    ("INODE_MODE", "inode", "i_mode"),
+    ("SOCKET_SK", "socket", "sk"),
+    ("REGS_ORIG_AX", "pt_regs", "orig_ax"),
+    ("REGS_DI", "pt_regs", "di"),
+)
+SYSEXIT_ARCHES = ("x86_64",)
+
+# Kernel functions the kprobe plan hooks, and the arguments it reads: (macro, C type).
+# Positions differ between kernels (tcp_send_active_reset: (sk, gfp) before 6.10, then
+# (sk, gfp, reason), and (sk, reason) in some stables), so they are looked up in BTF.
+KPROBE_FUNCS = {
+    "tcp_close": (("CLOSE_SK", "struct sock *"),),
+    "tcp_send_active_reset": (("AR_SK", "struct sock *"), ("AR_REASON?", "enum sk_rst_reason")),
+    "tcp_v4_send_reset": (("V4_SK", "struct sock *"), ("V4_SKB", "struct sk_buff *"),
+                          ("V4_REASON?", "enum sk_rst_reason")),
+    "tcp_v6_send_reset": (("V6_SK", "struct sock *"), ("V6_SKB", "struct sk_buff *"),
+                          ("V6_REASON?", "enum sk_rst_reason")),
+}
+# Passive resets without a full socket (kprobe plan, before 6.10): function -> its sk macro.
+NOSK_FUNCS = {"tcp_v4_send_reset": "V4_SK", "tcp_v6_send_reset": "V6_SK"}
+# Registers carrying the first six arguments (x86_64 System V calling convention).
+ARG_REGS = {"x86_64": ("di", "si", "dx", "cx", "r8", "r9")}
 
 
 
@@ -126,11 +160,17 @@ class KernelFeatures:
     btf_path: Path
     btf: Btf | None = None
     tracefs: Path | None = None
-    tracepoints: dict[str, int] = field(default_factory=dict)  # name -> raw tp arg count
+    # name -> raw tracepoint argument count (None: known from tracefs only, e.g. 5.4 has
+    # no btf_trace_* typedefs)
+    tracepoints: dict[str, int | None] = field(default_factory=dict)
+    formats: dict[str, tpformat.TpFormat] = field(default_factory=dict)
+    # kprobe targets: name -> [(param name, type)] from BTF; absent when not in BTF
+    funcs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    arch: str = field(default_factory=platform.machine)
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def probe(cls, btf_path: Path = VMLINUX_BTF) -> "KernelFeatures":
+    def probe(cls, btf_path: Path = VMLINUX_BTF, tracefs: Path | None = None) -> "KernelFeatures":
         feats = cls(release=platform.release(), btf_path=btf_path)
         if not btf_path.exists():
             raise NoBtf(f"no BTF at {btf_path}: rsttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
@@ -142,14 +182,100 @@ class KernelFeatures:
             n = feats.btf.typedef_params(f"btf_trace_{name}")
             if n is not None:
                 feats.tracepoints[name] = n - 1  # the first parameter is the probe's data pointer
+        for name in KPROBE_FUNCS:
+            try:
+                feats.funcs[name] = feats.btf.func_params(name)
+            except BtfError:
+                pass
+        feats.read_tracefs(tracefs or find_tracefs())
         return feats
+
+    @classmethod
+    def from_tree(cls, release: str, tracefs: Path, funcs: dict[str, list[tuple[str, str]]],
+                  arch: str = "x86_64") -> "KernelFeatures":
+        """Features of another kernel from a copy of its format files and function
+        prototypes (tests/data/formats): tracepoints known from tracefs only."""
+        feats = cls(release=release, btf_path=Path("/nonexistent"), funcs=dict(funcs), arch=arch)
+        feats.read_tracefs(tracefs)
+        return feats
+
+    def read_tracefs(self, root: Path | None) -> None:
+        """Format files complete what BTF says: a tracepoint with a format is present even
+        without a btf_trace_* typedef (before 5.5), and its fields tell versions apart."""
+        if root is None:
+            return
+        self.tracefs = Path(root)
+        for name in TRACEPOINTS:
+            fmt = tpformat.load(self.tracefs, name)
+            if fmt is not None:
+                self.formats[name] = fmt
+                self.tracepoints.setdefault(name, None)
 
     def has(self, tracepoint: str) -> bool:
         return tracepoint in self.tracepoints
 
     @property
     def send_reset_has_reason(self) -> bool:
-        return self.tracepoints.get("tcp_send_reset", 0) >= 3
+        """tcp_send_reset carries `enum sk_rst_reason` (6.10)."""
+        fmt = self.formats.get("tcp_send_reset")
+        if fmt is not None:
+            return fmt.has("reason")
+        return (self.tracepoints.get("tcp_send_reset") or 0) >= 3
+
+    @property
+    def send_reset_sees_nosk(self) -> bool:
+        """tcp_send_reset also fires for RSTs without a full socket (TIME_WAIT minisock,
+        no socket). Both came in 6.10 ("fully support trace_tcp_send_reset" and the
+        rstreason series), so the reason argument marks it."""
+        return self.send_reset_has_reason
+
+    @property
+    def has_io_tracepoints(self) -> bool:
+        return self.has("sock_send_length") and self.has("sock_recv_length")
+
+    @property
+    def io_errors_from(self) -> str | None:
+        """Where the peer's send/recv errors come from: 'tracepoint' (6.3+), 'sys_exit'
+        (older x86_64), or None (not available)."""
+        if self.has_io_tracepoints:
+            return "tracepoint"
+        if self.has("sys_exit") and self.arch in SYSEXIT_ARCHES:
+            return "sys_exit"
+        return None
+
+    def kprobe_args(self) -> dict[str, int] | str:
+        """-D macros RST_KP_<X>_OFF: the pt_regs offset of the register holding each
+        argument the kprobe hooks read; or a sentence saying why the kprobe plan cannot
+        be built on this kernel."""
+        regs = ARG_REGS.get(self.arch)
+        if regs is None:
+            return f"no kprobe argument registers known for {self.arch}"
+        out: dict[str, int] = {}
+        for func, wanted in KPROBE_FUNCS.items():
+            if func in NOSK_FUNCS and self.send_reset_sees_nosk:
+                continue  # tcp:tcp_send_reset reports those resets itself
+            params = self.funcs.get(func)
+            if params is None:
+                if func == "tcp_v6_send_reset":
+                    continue  # IPv6 built as a module or absent: IPv4 only
+                return f"{func} is not in the kernel's BTF"
+            for macro, ctype in wanted:
+                optional = macro.endswith("?")
+                macro = macro.rstrip("?")
+                pos = next((i for i, (_n, t) in enumerate(params) if t == ctype), None)
+                if pos is None:
+                    if optional:
+                        continue
+                    return f"{func} has no {ctype} argument"
+                if pos >= len(regs):
+                    return f"{func}: argument {pos + 1} is not passed in a register"
+                out[macro] = self._reg_offset(regs[pos], pos)
+        return out
+
+    def _reg_offset(self, reg: str, pos: int) -> int:
+        if self.btf is None:
+            return pos  # from_tree(): no BTF, the position stands in for the offset
+        return self.btf.offsetof("pt_regs", reg)
 
     def require_tracepoints(self) -> None:
         missing = [t for t in REQUIRED_TRACEPOINTS if t not in self.tracepoints]
@@ -168,7 +294,7 @@ class KernelFeatures:
             return {}
         return {v: k.removeprefix("SK_RST_REASON_") for k, v in enum.items()}
 
-    def cflags(self) -> list[str]:
+    def cflags(self, plan: str = "tracepoint") -> list[str]:
         """-D flags carrying every struct offset and flag bit the BPF code uses."""
         assert self.btf is not None
         defs: dict[str, int] = {}
@@ -186,11 +312,33 @@ class KernelFeatures:
                 defs[f"RST_{name}"] = flags[name]
         except (BtfError, KeyError) as e:
             raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
-        out = [f"-D{k}={v}" for k, v in defs.items()]
+        if self.io_errors_from == "sys_exit":
+            try:
+                for macro, struct_name, path in SYSEXIT_OFFSETS:
+                    defs[f"OFF_{macro}"] = self.btf.offsetof(struct_name, path)
+            except BtfError as e:
+                raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
+        return [f"-D{k}={v}" for k, v in defs.items()] + self.switches(plan)
+
+    def switches(self, plan: str = "tracepoint") -> list[str]:
+        """The -D switches (not offsets) that adapt the C to this kernel and plan."""
+        out = []
         if self.send_reset_has_reason:
             out.append("-DRST_HAVE_REASON")
-        if self.has("sock_send_length") and self.has("sock_recv_length"):
+        if self.has("inet_sk_error_report"):
+            out.append("-DRST_HAVE_ERROR_REPORT")
+        if self.io_errors_from == "tracepoint":
             out.append("-DRST_HAVE_IO_TP")
+        elif self.io_errors_from == "sys_exit":
+            out.append("-DRST_SYSEXIT_IO")
+        if plan == "kprobe":
+            args = self.kprobe_args()
+            assert isinstance(args, dict), args
+            out.append("-DRST_PLAN_KPROBE")
+            if not self.send_reset_sees_nosk:
+                out.append("-DRST_KP_NOSK")
+            for macro, off in args.items():
+                out.append(f"-DRST_KP_{macro}_OFF={off}")
         return out
 
 

@@ -7,8 +7,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from .errors import BpfLoadError, NoBcc
-from .kernel import KernelFeatures, bpf_dir, build_scaffold
+from .errors import BpfLoadError, NoBcc, PlanUnavailable
+from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, build_scaffold
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
 _FENTRY_TRIAL = "KFUNC_PROBE(tcp_close) { return 0; }"
@@ -34,15 +34,16 @@ class Trial:
 class Plan:
     """What will be attached and why."""
 
-    name: str  # "kprobe" | "fentry" | "tracepoint"
+    name: str  # "kprobe" | "tracepoint"
     trials: list[Trial] = field(default_factory=list)
+    why: str = ""  # why this plan, in plain words
     hooks: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # optional tracepoints absent, with effect
     ringbuf: bool = True
     cflags: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {"name": self.name, "hooks": self.hooks, "ringbuf": self.ringbuf,
+        return {"name": self.name, "why": self.why, "hooks": self.hooks, "ringbuf": self.ringbuf,
                 "trials": [t.__dict__ for t in self.trials], "missing": self.missing}
 
 
@@ -90,18 +91,70 @@ def _try(name: str, fn) -> Trial:
         return Trial(name, False, msg)
 
 
-def choose_plan(feats: KernelFeatures, force: str | None = None, trials: bool = True) -> Plan:
-    """Try kprobes, then fentry, then settle on tracepoints (which the kernel must have).
+# kprobe hooks: (kernel function, BPF function in hooks/kprobe.h).
+KPROBES = (
+    ("tcp_close", "rst_kp_tcp_close"),
+    ("tcp_send_active_reset", "rst_kp_send_active_reset"),
+    ("tcp_v4_send_reset", "rst_kp_v4_send_reset"),
+    ("tcp_v6_send_reset", "rst_kp_v6_send_reset"),
+)
+PLANS = ("kprobe", "tracepoint")
 
-    `trials=False` skips the trial loads: each costs a compile, a third of the start-up
-    (bench/RESULTS.md), and no hook uses their result yet. Turn them back on for live
-    tracing once kprobe/fentry hooks exist."""
+
+def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = None) -> Plan:
+    """The plan for these features and trial results (no BPF here, so it can be tested
+    against other kernels' features). force: None (automatic), "kprobe" or "tracepoint"."""
+    kprobe_trial = next((t for t in trials if t.name == "kprobe"), None)
+    kp_args = feats.kprobe_args()
+    why_not = None
+    if kprobe_trial is None or not kprobe_trial.ok:
+        why_not = "the kernel refused the kprobe trial" if kprobe_trial else "kprobes were not tried"
+    elif isinstance(kp_args, str):
+        why_not = kp_args
+    if force == "kprobe" and why_not:
+        raise PlanUnavailable(f"--plan kprobe is not possible on this kernel: {why_not}")
+    name = "kprobe" if force != "tracepoint" and not why_not else "tracepoint"
+    plan = Plan(name=name, trials=list(trials))
+    if force == "tracepoint":
+        plan.why = "forced with --plan tracepoint"
+    elif why_not:
+        plan.why = why_not
+    else:
+        plan.why = "the kernel allows kprobes"
+    tps = [tp for tp in ("inet_sock_set_state", "tcp_destroy_sock", "tcp_send_reset", "tcp_receive_reset",
+                         "inet_sk_error_report", "signal_generate", "signal_deliver", "sched_process_exit")
+           if feats.has(tp)]
+    io = feats.io_errors_from
+    if io == "tracepoint":
+        tps += ["sock_send_length", "sock_recv_length"]
+    elif io == "sys_exit":
+        tps.append("sys_exit")
+    plan.hooks = ["softirq_entry", "softirq_exit"] + tps
+    if name == "kprobe":
+        assert isinstance(kp_args, dict)
+        for func, _fn in KPROBES:
+            if func in NOSK_FUNCS and (feats.send_reset_sees_nosk or NOSK_FUNCS[func] not in kp_args):
+                continue
+            plan.hooks.append(f"kprobe:{func}")
+    plan.missing = [f"{tp}: no {what}" for tp, what in OPTIONAL_TRACEPOINTS.items()
+                    if not feats.has(tp) and not (tp.startswith("sock_") and io)]
+    if io is None:
+        plan.missing.append("sock_send_length/sock_recv_length and sys_exit: no send/recv errors of the peer")
+    if not feats.send_reset_sees_nosk and name == "tracepoint":
+        plan.missing.append("tcp_send_reset: no RSTs sent by TIME_WAIT sockets or for unknown "
+                            "connections (kernel before 6.10; the kprobe plan sees them)")
+    if name == "kprobe" and not feats.send_reset_sees_nosk and "kprobe:tcp_v6_send_reset" not in plan.hooks:
+        plan.missing.append("tcp_v6_send_reset: not in BTF; no IPv6 RSTs without a socket")
+    return plan
+
+
+def choose_plan(feats: KernelFeatures, force: str | None = None) -> Plan:
+    """Try a kprobe (and fentry, reported only), then build the plan from the results."""
     bcc = import_bcc()
     _scaffold_env(feats)
     feats.require_tracepoints()
-    tried: list[Trial] = []
-    chosen = "tracepoint"
-    if force != "tracepoint" and trials:
+    trials: list[Trial] = []
+    if force != "tracepoint":
         def kprobe():
             b = bcc.BPF(text=_KPROBE_TRIAL)
             b.cleanup()
@@ -110,19 +163,9 @@ def choose_plan(feats: KernelFeatures, force: str | None = None, trials: bool = 
         def fentry():
             b = bcc.BPF(text=_FENTRY_TRIAL)
             b.cleanup()
-        tried.append(_try("fentry", fentry))
-        # The kprobe hooks (tcp_close, tcp_send_active_reset, tcp_v4/v6_send_reset) are not
-        # written yet: until they are, a kernel that allows kprobes still uses tracepoints.
-    plan = Plan(name=chosen, trials=tried)
-    plan.hooks = ["softirq_entry", "softirq_exit"] + [
-        tp for tp in ("inet_sock_set_state", "tcp_destroy_sock", "tcp_send_reset", "tcp_receive_reset",
-                      "inet_sk_error_report", "sock_send_length", "sock_recv_length",
-                      "signal_generate", "signal_deliver", "sched_process_exit")
-        if feats.has(tp)
-    ]
-    from .kernel import OPTIONAL_TRACEPOINTS
-    plan.missing = [f"{tp}: no {what}" for tp, what in OPTIONAL_TRACEPOINTS.items() if not feats.has(tp)]
-    plan.cflags = feats.cflags() + [f"-I{bpf_dir()}"]
+        trials.append(_try("fentry", fentry))
+    plan = make_plan(feats, trials, force)
+    plan.cflags = feats.cflags(plan.name) + [f"-I{bpf_dir()}"]
     return plan
 
 
@@ -140,6 +183,14 @@ class Loaded:
         self.bpf.cleanup()
 
 
+def _attach_kprobes(bpf, plan: Plan) -> None:
+    """bcc attaches the raw tracepoints by name; the kprobes are attached here, only those
+    the plan lists (tcp_v6_send_reset may be absent, v4/v6 are not needed on 6.10+)."""
+    for func, fn_name in KPROBES:
+        if f"kprobe:{func}" in plan.hooks:
+            _quiet(lambda: bpf.attach_kprobe(event=func, fn_name=fn_name))
+
+
 def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
     """Compile rsttrace.bpf.c with the plan's flags; ring buffer first, perf buffer if refused
     (or if asked for: kernels before 5.8 have no ring buffer, and this is how it is tested)."""
@@ -153,14 +204,18 @@ def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
         if os.environ.get("RSTTRACE_BENCH_SYNTH"):
             # bench/ only: the synthetic event source of hooks/bench.h.
             flags.append("-DRST_BENCH_SYNTH")
-        if not plan.hooks or "sock_send_length" not in plan.hooks:
-            flags = [f for f in flags if f != "-DRST_HAVE_IO_TP"]
         try:
             bpf = _quiet(lambda: bcc.BPF(src_file=src, cflags=flags))
         except _Captured as e:
             errs = [ln for ln in e.stderr.splitlines() if "error" in ln.lower()]
             errors.append(f"{e} {errs[-1] if errs else ''}".strip())
             continue
+        try:
+            _attach_kprobes(bpf, plan)
+        except _Captured as e:
+            bpf.cleanup()
+            raise BpfLoadError(f"could not attach the kprobe plan's hooks: {e} "
+                               "(try --plan tracepoint)") from None
         plan.ringbuf = ringbuf
         return Loaded(bpf, plan)
     raise BpfLoadError("could not load rsttrace's BPF programs: " + "; ".join(errors)

@@ -76,7 +76,9 @@ class Session:
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
         self.feats = KernelFeatures.probe(Path(os.environ.get("RSTTRACE_BTF", VMLINUX_BTF)))
-        ensure_tracefs()
+        tracefs = ensure_tracefs()
+        if self.feats.tracefs is None:
+            self.feats.read_tracefs(tracefs)
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
         self.loaded = load(self.plan, perf_only=self.config.buffer == "perf")
         self.decoder = Decoder(self.feats.rst_reasons())

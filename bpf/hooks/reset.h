@@ -39,6 +39,10 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 	const void *skb = (const void *)ctx->args[1];
 	struct rst_event e = {};
 
+#ifdef RST_PLAN_KPROBE
+	if (!skb)
+		return 0;	/* active: kprobe on tcp_send_active_reset (kprobe.h) */
+#endif
 	rst_fill_task(&e);
 	e.kind = RST_EV_SEND_RESET;
 #ifdef RST_HAVE_REASON
@@ -84,6 +88,7 @@ RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 	return 0;
 }
 
+#ifdef RST_HAVE_ERROR_REPORT
 RAW_TRACEPOINT_PROBE(inet_sk_error_report)
 {
 	const void *sk = (const void *)ctx->args[0];
@@ -98,3 +103,4 @@ RAW_TRACEPOINT_PROBE(inet_sk_error_report)
 	rst_emit(ctx, &e);
 	return 0;
 }
+#endif

@@ -144,6 +144,11 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		e.probes = RD_FIELD(sk, ICSK_PROBES_OUT);
 		e.span_ms = rst_unanswered_ms(sk);
 	}
+#ifdef RST_PLAN_KPROBE
+	/* close() that aborts: hooks/kprobe.h reports it with the reset. */
+	if (!rst_is_tracked(skp) && rst_kp_defer_close(skp, oldstate))
+		return 0;
+#endif
 	e.kind = RST_EV_CLOSE;
 	e.oldstate = oldstate;
 	e.newstate = newstate;

@@ -22,6 +22,17 @@ START_TIMEOUT = 30.0 * TIMEOUT_SCALE
 STOP_TIMEOUT = 30.0 * TIMEOUT_SCALE
 
 
+def kernel_has_kprobes() -> bool:
+    """Checked apart from the tracer's own trial: the kernel offers kprobe events."""
+    return any(os.path.exists(f"{t}/kprobe_events") for t in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+
+
+def expected_plan() -> str:
+    """The plan the tracer must use here: the forced one, else kprobe exactly when the
+    kernel has kprobes."""
+    return os.environ.get("RSTTRACE_TEST_PLAN") or ("kprobe" if kernel_has_kprobes() else "tracepoint")
+
+
 class Tracer:
     """dump=False: the test picks the incidents that are its own and calls dump() itself
     (a host-wide tracer may also see other programs' resets)."""
@@ -31,13 +42,14 @@ class Tracer:
         self.ready = self.dir / "ready"
         self.trace = self.dir / "trace.jsonl"
         self.auto_dump = dump
-        # RSTTRACE_PLAN runs the whole suite with one attach plan (the VM suite runs each).
-        plan = ("--plan", os.environ["RSTTRACE_PLAN"]) if os.environ.get("RSTTRACE_PLAN") else ()
+        # RSTTRACE_TEST_PLAN=kprobe|tracepoint runs the whole suite on one plan (the VM suites run each).
+        plan = os.environ.get("RSTTRACE_TEST_PLAN")
         # Quiet time before an incident is reported: longer where everything runs slower, or a
         # victim's next call (a few scheduler ticks later) would come after its incident.
         settle *= min(TIMEOUT_SCALE, 4.0)
         self.argv = [sys.executable, "-m", "tracer", "--json", "--settle", str(settle),
-                     "--ready-file", str(self.ready), "-o", str(self.trace), *plan, *args]
+                     "--ready-file", str(self.ready), "-o", str(self.trace),
+                     *(["--plan", plan] if plan else []), *args]
 
     def __enter__(self) -> "Tracer":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,85 @@
+"""What differs between kernels and plans, asserted per detected feature (root, real sockets)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tracer import scenarios
+from tracer.kernel import KernelFeatures
+from tracer.scenarios import Proc
+
+from .tracer_proc import Tracer, expected_plan
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def bins():
+    return scenarios.build_workloads()
+
+
+@pytest.fixture
+def ns():
+    with scenarios.Netns("rstplan") as n:
+        yield n
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connection_reset_without_socket(ns, bins):
+    """connect() to a port nobody listens on: the RST has no socket behind it. Kernels
+    before 6.10 do not report it at tcp:tcp_send_reset, so the tracepoint plan only sees
+    the client receive it; the kprobe plan (tcp_v4_send_reset) and 6.10+ see who sent it."""
+    feats = KernelFeatures.probe()
+    port = free_port()
+    with Tracer("--netns", str(ns.inode)) as t:
+        with Proc(ns, [bins / "rst_client", "127.0.0.1", str(port)]) as client:
+            assert client.wait() != 0
+        incidents, err, rc = t.stop()
+        records = t.records()
+    assert rc == 0, err
+    plan = records[0]["plan"]["name"]
+    assert plan == expected_plan()
+    sees_sender = plan == "kprobe" or feats.send_reset_sees_nosk
+    sent = [r for r in records if r["type"] == "event" and r["kind"] == "send_reset"]
+    if sees_sender:
+        assert len(sent) == 1
+        ev = sent[0]
+        assert sorted(ev["flags"]) == ["nosk", "passive"]
+        assert (ev["laddr"], ev["lport"], ev["raddr"]) == ("127.0.0.1", port, "127.0.0.1")
+        assert ev["netns"] == ns.inode
+        assert ev["reason"] == ("NO_SOCKET" if feats.send_reset_has_reason else None)
+    else:
+        assert sent == []
+    assert len(incidents) == 1
+    inc = incidents[0]
+    assert inc["kind"] == ("passive-reset" if sees_sender else "reset-received")
+    assert inc["local"] == {"addr": "127.0.0.1", "port": port}
+    assert inc["netns"] == ns.inode
+    v = inc["victim"]
+    assert (v["addr"], v["state"], v["sk_err"]) == ("127.0.0.1", "SYN_SENT", "ECONNREFUSED")
+    assert v["port"] == inc["remote"]["port"] and v["port"] > 0
+
+
+def test_forced_kprobe_plan_where_kprobes_are_refused():
+    import subprocess
+    import sys
+
+    from tracer.errors import ExitStatus
+
+    from .tracer_proc import kernel_has_kprobes
+
+    if kernel_has_kprobes():
+        pytest.skip("this kernel allows kprobes (the suite runs on the kprobe plan here)")
+    r = subprocess.run([sys.executable, "-m", "tracer", "--plan", "kprobe", "--duration", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == ExitStatus.NO_PLAN
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "rsttrace: error: --plan kprobe is not possible on this kernel: the kernel refused the kprobe trial"]
