@@ -146,7 +146,7 @@ def main(ctx, output, wide, **opts):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
     ctx.obj["wide"] = wide
-    ctx.obj["force_plan"] = None if force_plan == "auto" else force_plan
+    ctx.obj["force_plan"] = None if opts["force_plan"] == "auto" else opts["force_plan"]
     if ctx.invoked_subcommand is not None:
         return
     _trace_live(output, False, wide=wide, **opts)
@@ -282,7 +282,7 @@ def doctor(ctx):
         lines.append("not root: attach trials skipped (run with sudo to try kprobes and fentry)")
         click.echo("\n".join(lines))
         return
-    plan = choose_plan(feats, force=ctx.obj.get("force_plan"))
+    plan = choose_plan(feats, force=ctx.obj.get("force_plan"), report_fentry=True)
     for t in plan.trials:
         lines.append(f"trial {t.name}: {'works' if t.ok else 'refused'} ({t.detail})")
     lines.append(f"chosen plan: {plan.name} ({plan.why})")

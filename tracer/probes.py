@@ -148,8 +148,9 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
     return plan
 
 
-def choose_plan(feats: KernelFeatures, force: str | None = None) -> Plan:
-    """Try a kprobe (and fentry, reported only), then build the plan from the results."""
+def choose_plan(feats: KernelFeatures, force: str | None = None, report_fentry: bool = False) -> Plan:
+    """Try a kprobe, then build the plan from the result. fentry is tried only for `doctor`
+    (report_fentry): no hook uses it, and each trial costs a compile at start-up."""
     bcc = import_bcc()
     _scaffold_env(feats)
     feats.require_tracepoints()
@@ -158,8 +159,9 @@ def choose_plan(feats: KernelFeatures, force: str | None = None) -> Plan:
         def kprobe():
             b = bcc.BPF(text=_KPROBE_TRIAL)
             b.cleanup()
-        tried.append(_try("kprobe", kprobe))
+        trials.append(_try("kprobe", kprobe))
 
+    if report_fentry:
         def fentry():
             b = bcc.BPF(text=_FENTRY_TRIAL)
             b.cleanup()
