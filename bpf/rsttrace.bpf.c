@@ -332,7 +332,7 @@ static __always_inline struct rst_config *rst_config(void)
 	return rst_cfg.lookup(&zero);
 }
 
-static __always_inline void rst_cwait_enter(u64 sk, const struct rst_cwait *cw)
+static __always_inline void rst_cwait_enter(u64 sk, struct rst_cwait *cw)
 {
 	if (rst_cwait.update(&sk, cw) < 0)
 		rst_count(RST_STAT_CWAIT_FULL);

@@ -34,15 +34,6 @@ RST_KPROBE(rst_kp_tcp_close)
 	return 0;
 }
 
-/* A full socket's reset, filled as tcp:tcp_send_reset does in reset.h. */
-static __always_inline void rst_kp_reset_sock(struct rst_event *e, const void *sk)
-{
-	rst_fill_sock(e, sk);
-	e->bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
-	if ((e->flags & RST_F_FIN) && e->bytes)
-		e->bytes--;
-	e->err = RD(sk, OFF_SK_ERR, int);
-}
 
 RST_KPROBE(rst_kp_send_active_reset)
 {
@@ -55,22 +46,8 @@ RST_KPROBE(rst_kp_send_active_reset)
 		 * left, computed exactly as there (the receive queue is purged,
 		 * rcv_nxt and copied_seq untouched; the lock is held). */
 		struct rst_event cl = {};
-		u32 unread, fin;
 
-		rst_fill_task(&cl);
-		rst_fill_sock(&cl, sk);
-		unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
-		fin = (cl.flags & RST_F_FIN) ? 1 : 0;
-		cl.bytes = unread > fin ? unread - fin : 0;
-		if (cl.bytes && RD(sk, OFF_SK_RCVQ_LEN, u32))
-			cl.bytes = 0;
-		cl.err = RD(sk, OFF_SK_ERR, int);
-		cl.kind = RST_EV_CLOSE;
-		cl.oldstate = c->oldstate;
-		cl.newstate = RST_TCP_CLOSE;
-		if (cl.oldstate == RST_TCP_LAST_ACK || cl.oldstate == RST_TCP_CLOSING ||
-		    cl.oldstate == RST_TCP_SYN_SENT || cl.oldstate == RST_TCP_LISTEN)
-			cl.flags &= ~RST_F_LINGER0;
+		rst_fill_close(&cl, sk, c->oldstate, RST_TCP_CLOSE);
 		rst_kp_close_done();
 		rst_emit(ctx, &cl);
 	}
@@ -79,7 +56,7 @@ RST_KPROBE(rst_kp_send_active_reset)
 #ifdef RST_KP_AR_REASON_OFF
 	e.reason = (u32)RST_KARG(ctx, RST_KP_AR_REASON_OFF);
 #endif
-	rst_kp_reset_sock(&e, sk);
+	rst_fill_reset_sock(&e, sk);
 	rst_emit(ctx, &e);
 	return 0;
 }

@@ -33,6 +33,17 @@ static __always_inline void rst_fill_from_skb(struct rst_event *e, const void *s
 	}
 }
 
+/* A full socket at a reset: state, flags, what it still had unread (FIN
+ * excluded), its error. Shared with the kprobe plan (kprobe.h). */
+static __always_inline void rst_fill_reset_sock(struct rst_event *e, const void *sk)
+{
+	rst_fill_sock(e, sk);
+	e->bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
+	if ((e->flags & RST_F_FIN) && e->bytes)
+		e->bytes--;
+	e->err = RD(sk, OFF_SK_ERR, int);
+}
+
 RAW_TRACEPOINT_PROBE(tcp_send_reset)
 {
 	const void *sk = (const void *)ctx->args[0];
@@ -59,11 +70,7 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 			e.newstate = state;
 			e.flags |= RST_F_NOSK;
 		} else {
-			rst_fill_sock(&e, sk);
-			e.bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
-			if ((e.flags & RST_F_FIN) && e.bytes)
-				e.bytes--;
-			e.err = RD(sk, OFF_SK_ERR, int);
+			rst_fill_reset_sock(&e, sk);
 		}
 	} else if (skb) {
 		rst_fill_from_skb(&e, skb);

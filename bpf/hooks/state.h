@@ -93,12 +93,44 @@ static __always_inline int rst_close_unremarkable(const void *sk, int oldstate)
 	return !rst_is_tracked((u64)sk);
 }
 
+/* The CLOSE event of sk leaving oldstate, as both plans report it: the bytes
+ * discarded, zero linger, the error, a dying closer, and for errors the
+ * retransmissions and probes that were left unanswered. */
+static __always_inline void rst_fill_close(struct rst_event *e, const void *sk, int oldstate, int newstate)
+{
+	u32 unread, fin;
+
+	rst_fill_task(e);
+	rst_fill_sock(e, sk);
+	unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
+	fin = (e->flags & RST_F_FIN) ? 1 : 0;
+	e->bytes = unread > fin ? unread - fin : 0;
+	if (e->bytes && RD(sk, OFF_SK_RCVQ_LEN, u32))
+		e->bytes = 0;
+	e->err = RD(sk, OFF_SK_ERR, int);
+	/* A zero-linger socket only aborts from a synchronized state; CLOSE
+	 * after LAST_ACK or TIME_WAIT is its normal end. */
+	if (oldstate == RST_TCP_LAST_ACK || oldstate == RST_TCP_CLOSING ||
+	    oldstate == RST_TCP_SYN_SENT || oldstate == RST_TCP_LISTEN)
+		e->flags &= ~RST_F_LINGER0;
+	e->aux = rst_dying_of(e->ctx);
+	if (e->aux)
+		e->flags |= RST_F_EXITING;
+	if (e->err) {
+		e->retrans = RD_FIELD(sk, ICSK_RETRANSMITS);
+		e->probes = RD_FIELD(sk, ICSK_PROBES_OUT);
+		e->span_ms = rst_unanswered_ms(sk);
+	}
+	e->kind = RST_EV_CLOSE;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+}
+
 RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 {
 	const void *sk = (const void *)ctx->args[0];
 	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
 	struct rst_event e = {};
-	u32 unread, fin;
 	u64 skp = (u64)sk;
 
 	if (newstate == RST_TCP_CLOSE_WAIT) {
@@ -118,40 +150,16 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		return 0;
 	if (rst_close_unremarkable(sk, oldstate))
 		return 0;
-	rst_fill_task(&e);
-	rst_fill_sock(&e, sk);
-	unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
-	fin = (e.flags & RST_F_FIN) ? 1 : 0;
-	e.bytes = unread > fin ? unread - fin : 0;
-	if (e.bytes && RD(sk, OFF_SK_RCVQ_LEN, u32))
-		e.bytes = 0;
-	e.err = RD(sk, OFF_SK_ERR, int);
-	/* A zero-linger socket only aborts from a synchronized state; CLOSE
-	 * after LAST_ACK or TIME_WAIT is its normal end. */
-	if (!(e.flags & RST_F_LINGER0) || oldstate == RST_TCP_LAST_ACK ||
-	    oldstate == RST_TCP_CLOSING || oldstate == RST_TCP_SYN_SENT ||
-	    oldstate == RST_TCP_LISTEN)
-		e.flags &= ~RST_F_LINGER0;
-	e.aux = rst_dying_of(e.ctx);
-	if (e.aux)
-		e.flags |= RST_F_EXITING;
+	rst_fill_close(&e, sk, oldstate, newstate);
 	/* A dying task's normal closes end in CLOSE too (LAST_ACK, FIN_WAIT2 ->
 	 * TIME_WAIT); only the abnormal ones matter here. */
 	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !e.err && !rst_is_tracked(skp))
 		return 0;
-	if (e.err) {
-		e.retrans = RD_FIELD(sk, ICSK_RETRANSMITS);
-		e.probes = RD_FIELD(sk, ICSK_PROBES_OUT);
-		e.span_ms = rst_unanswered_ms(sk);
-	}
 #ifdef RST_PLAN_KPROBE
 	/* close() that aborts: hooks/kprobe.h reports it with the reset. */
 	if (!rst_is_tracked(skp) && rst_kp_defer_close(skp, oldstate))
 		return 0;
 #endif
-	e.kind = RST_EV_CLOSE;
-	e.oldstate = oldstate;
-	e.newstate = newstate;
 	rst_emit(ctx, &e);
 	return 0;
 }
