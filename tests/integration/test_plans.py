@@ -84,3 +84,24 @@ def test_forced_kprobe_plan_where_kprobes_are_refused():
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
         "rsttrace: error: --plan kprobe is not possible on this kernel: the kernel refused the kprobe trial"]
+
+
+def test_kprobe_plan_compiles_and_passes_the_verifier_here():
+    """Where kprobes cannot attach (this CI host) the kprobe plan's programs still compile
+    against this kernel's BTF offsets and load; the VM suite attaches them for real."""
+    import bcc
+
+    from tracer.kernel import bpf_dir
+    from tracer.probes import Trial, _scaffold_env, make_plan
+
+    feats = KernelFeatures.probe()
+    _scaffold_env(feats)
+    plan = make_plan(feats, [Trial("kprobe", True, "assumed for this test")], None)
+    assert plan.name == "kprobe"
+    b = bcc.BPF(src_file=str(bpf_dir() / "rsttrace.bpf.c"),
+                cflags=feats.cflags(plan.name) + [f"-I{bpf_dir()}", "-DRST_USE_RINGBUF"])
+    try:
+        for fn in ("rst_kp_tcp_close", "rst_kp_send_active_reset"):
+            assert b.load_func(fn, bcc.BPF.KPROBE).fd >= 0
+    finally:
+        b.cleanup()
