@@ -30,7 +30,10 @@ def kernel_has_kprobes() -> bool:
 def expected_plan() -> str:
     """The plan the tracer must use here: the forced one, else kprobe exactly when the
     kernel has kprobes."""
-    return os.environ.get("RSTTRACE_TEST_PLAN") or ("kprobe" if kernel_has_kprobes() else "tracepoint")
+    forced = os.environ.get("RSTTRACE_TEST_PLAN", "auto")
+    if forced != "auto":
+        return forced
+    return "kprobe" if kernel_has_kprobes() else "tracepoint"
 
 
 class Tracer:
