@@ -94,3 +94,16 @@ def test_differences_name_the_path():
         "[0].victim.sigpipe: host 'killed', guest None",
     ]
     assert differences([], host) == [f"[0]: host '<absent>', guest {host[0]!r}"]
+
+
+def test_unseen_sender_excuses_only_what_came_from_it():
+    sent = incident(reason=None)
+    sent.update(kind="no-socket", state="UNKNOWN", netns=11)
+    seen_by_victim = incident(reason=None)
+    seen_by_victim.update(kind="reset-received", state=None, netns=22)
+    host = run([sent], plan="tracepoint")
+    blind = run([seen_by_victim], kernel="6.1.0-50-amd64")
+    assert comparable(blind, host)[0] == comparable(host, blind)[0]
+    # The kprobe plan sees the sender on 6.1: there the kinds must agree.
+    kprobe = run([seen_by_victim], kernel="6.1.0-50-amd64", plan="kprobe")
+    assert comparable(kprobe, host)[0] != comparable(host, kprobe)[0]

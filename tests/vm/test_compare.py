@@ -21,6 +21,17 @@ REASON_SINCE = (6, 10)
 #    cannot list those calls among the victim's errors. (Other plans must, so this applies
 #    to the tracepoint plan only.)
 CALL_TRACEPOINT = {"write": "sock_send_length", "read": "sock_recv_length"}
+# 3. Before 6.10 tcp:tcp_send_reset is silent for resets sent without a full socket (TIME_WAIT,
+#    no socket); the tracepoint plan there knows only what the victim received. What comes
+#    from the sender's reset event (its state and namespace, the reset time) cannot be
+#    compared, and a reset from no socket is a plain "reset-received" (README: incident kinds).
+SENDER_FIELDS = ("state", "netns")
+SENDER_TIMES = ("reset_ns",)
+NO_SENDER_KIND = {"no-socket": "reset-received"}
+# 4. A socket closed with FIN answers late data from TIME_WAIT, or, if the data comes before
+#    the orphan in FIN_WAIT2 became a TIME_WAIT socket, from the orphan (then in CLOSE). Which
+#    one is timing, not kernel: the sender's state is compared as "closed".
+CLOSED_STATES = {"TIME_WAIT": "<closed>", "CLOSE": "<closed>", "FIN_WAIT2": "<closed>"}
 
 
 def kernel_version(release: str | None) -> tuple[int, int]:
@@ -35,15 +46,30 @@ def unseen_calls(run: dict) -> set[str]:
     return {call for call, tp in CALL_TRACEPOINT.items() if tp in missing}
 
 
+def sender_unseen(run: dict) -> bool:
+    return run["plan"] == "tracepoint" and kernel_version(run["kernel"]) < REASON_SINCE
+
+
 def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
     """The run's incidents with what the two kernels cannot both show taken out; and the
     problems found on the way (an old kernel that claims a reason)."""
     problems = []
     no_reason = min(kernel_version(run["kernel"]), kernel_version(other["kernel"])) < REASON_SINCE
     unseen = unseen_calls(run) | unseen_calls(other)
+    no_sender = sender_unseen(run) or sender_unseen(other)
     out = []
     for inc in run["incidents"]:
         inc = dict(inc)
+        if inc.get("kind") in ("write-after-close", "process-killed") and inc.get("state") in CLOSED_STATES:
+            inc["state"] = CLOSED_STATES[inc["state"]]
+        if no_sender:
+            inc["kind"] = NO_SENDER_KIND.get(inc.get("kind"), inc.get("kind"))
+            for words in ("summary", "explanation", "advice"):  # they follow the kind
+                inc.pop(words, None)
+            for name in SENDER_FIELDS:
+                inc.pop(name, None)
+            if isinstance(inc.get("timestamps"), dict):
+                inc["timestamps"] = {k: v for k, v in inc["timestamps"].items() if k not in SENDER_TIMES}
         if no_reason:
             if kernel_version(run["kernel"]) < REASON_SINCE and inc.get("reason") is not None:
                 problems.append(f"kernel {run['kernel']} has no reset reasons, yet reason={inc['reason']}")
@@ -53,7 +79,25 @@ def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
             victim["errors"] = [e for e in victim["errors"] if e["call"] not in unseen]
             inc["victim"] = victim
         out.append(inc)
-    return out, problems
+    return renumber(out), problems
+
+
+def renumber(value, seen: dict | None = None):
+    """Placeholders (`<netns2>`, `<pid1>`) numbered again by first appearance, once fields
+    were taken out: what is compared is which values are the same, not their numbers."""
+    seen = {} if seen is None else seen
+    if isinstance(value, dict):
+        return {k: renumber(v, seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renumber(v, seen) for v in value]
+    if isinstance(value, str):
+        m = re.fullmatch(r"<([a-z_]+)(\d+)>", value)
+        if m:
+            key = (m[1], value)
+            if key not in seen:
+                seen[key] = f"<{m[1]}{sum(1 for k in seen if k[0] == m[1]) + 1}>"
+            return seen[key]
+    return value
 
 
 def differences(host, guest, path: str = "") -> list[str]:
