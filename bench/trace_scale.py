@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = [ROOT / "tests" / "data" / name for name in ("unread_default.jsonl", "unread_nosignal.jsonl")]
+TEMPLATES = [ROOT / "tests" / "data" / "v1" / name for name in ("unread_default.jsonl", "unread_nosignal.jsonl")]
 CULPRITS = ("api", "worker", "rst_server", "gateway")
 VICTIMS = ("client", "rst_client", "loadgen")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 from .events import Event
@@ -600,6 +600,13 @@ class Correlator:
             if ev.state != "ESTABLISHED":  # as above: a FIN reached this socket first
                 self._remembered_killer(inc, _reverse(ev.tuple))
         self._attach_victim(inc, ev)
+        # tcp_reset(): the error the socket's owner gets next (the kernel reports no separate
+        # event for it); connect() gets it at once.
+        v = inc.victim
+        assert v is not None
+        v.sk_err = {"SYN_SENT": "ECONNREFUSED", "CLOSE_WAIT": "EPIPE"}.get(ev.state, "ECONNRESET")
+        if ev.state == "SYN_SENT":
+            self._connect_failed(v, replace(ev, err="ECONNREFUSED"))
         return inc
 
     def _on_sk_error(self, ev: Event) -> Incident | None:

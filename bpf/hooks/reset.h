@@ -101,7 +101,9 @@ RAW_TRACEPOINT_PROBE(inet_sk_error_report)
 	const void *sk = (const void *)ctx->args[0];
 	struct rst_event e = {};
 
-	if (!rst_is_tcp(sk))
+	/* Reported with the move to CLOSE (its event carries the error), or by the
+	 * RST that caused it: only an error on a live socket is news. */
+	if (!rst_is_tcp(sk) || RD_FIELD(sk, SKC_STATE) == RST_TCP_CLOSE)
 		return 0;
 	rst_fill_task(&e);
 	rst_fill_sock(&e, sk);

@@ -50,8 +50,12 @@ static __always_inline u32 rst_unanswered_ms(const void *sk)
  * signal (process killed), or with TCP_LINGER2 < 0 (it will end in an RST). */
 static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstate, int newstate)
 {
+	u64 task = bpf_get_current_task();
 	struct rst_event e = {};
 
+	/* Paid by every connection's close: two reads decide, before anything else. */
+	if (!(RD(task, OFF_TASK_FLAGS, u32) & RST_PF_EXITING) && RD(sk, OFF_TCP_LINGER2, int) >= 0)
+		return;
 	if (!rst_is_tcp(sk))
 		return;
 	e.ctx = rst_context();
@@ -154,6 +158,10 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	/* A dying task's normal closes end in CLOSE too (LAST_ACK, FIN_WAIT2 ->
 	 * TIME_WAIT); only the abnormal ones matter here. */
 	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !e.err && !rst_is_tracked(skp))
+		return 0;
+	/* The victim of an RST: tcp_reset() reported it (RECV_RESET) just before
+	 * and set this error; the event would add nothing but cost. */
+	if (e.err == RST_ECONNRESET || e.err == RST_EPIPE || e.err == RST_ECONNREFUSED)
 		return 0;
 #ifdef RST_PLAN_KPROBE
 	/* close() that aborts: hooks/kprobe.h reports it with the reset. */

@@ -31,15 +31,25 @@ def strip_wall(incs):
     return incs
 
 
+def live_pids() -> tuple[int, int]:
+    """Server and client pids of the recorded seed scenario, from its processes' own events."""
+    evs = events_of("unread_default.jsonl")
+    server = next(e.pid for e in evs if e.kind == "close" and e.ctx == "task")
+    client = next(e.pid for e in evs if e.kind == "io_error")
+    return server, client
+
+
 def test_replay_reproduces_the_live_incident():
     evs = events_of("unread_default.jsonl")
+    server, client = live_pids()
     [inc] = incidents(evs)
     assert inc["kind"] == "abort-on-close" and inc["reason"] == "TCP_ABORT_ON_CLOSE"
-    assert inc["culprit"] == {"pid": 14121, "comm": "rst_server"}
+    assert inc["culprit"] == {"pid": server, "comm": "rst_server"}
     assert inc["bytes_discarded"] == 1000
-    assert (inc["local"]["port"], inc["remote"]["port"]) == (35833, 59524)
+    close = next(e for e in evs if e.kind == "close")
+    assert (inc["local"]["port"], inc["remote"]["port"]) == (close.lport, close.rport)
     v = inc["victim"]
-    assert (v["pid"], v["comm"]) == (14123, "rst_client")
+    assert (v["pid"], v["comm"]) == (client, "rst_client")
     assert [(e["call"], e["errno"]) for e in v["errors"]] == [("write", "ECONNRESET"), ("write", "EPIPE")]
     assert v["sigpipe"] == "killed" and v["exit_signal"] == 13
     assert strip_wall([inc]) == strip_wall(recorded_incidents("unread_default.jsonl"))
@@ -66,7 +76,7 @@ def test_culprit_never_taken_from_interrupt_context():
     irq = [e for e in evs if e.ctx == "irq"]
     assert irq and all(e.comm == "rst_server" for e in irq)
     [inc] = incidents(evs)
-    assert inc["victim"]["pid"] == 14123  # not the server that happened to be running
+    assert inc["victim"]["pid"] == live_pids()[1]  # not the server that happened to be running
 
 
 def test_socket_address_reuse_starts_a_new_lifetime():
@@ -78,8 +88,9 @@ def test_socket_address_reuse_starts_a_new_lifetime():
                       lport=e.lport + 1, rport=e.rport + 1) for e in evs]
     out = incidents(evs + second)
     assert len(out) == 2
-    assert [i["culprit"]["pid"] for i in out] == [14121, 15121]
-    assert [i["victim"]["pid"] for i in out] == [14123, 15123]
+    server, client = live_pids()
+    assert [i["culprit"]["pid"] for i in out] == [server, server + 1000]
+    assert [i["victim"]["pid"] for i in out] == [client, client + 1000]
     assert [len(i["victim"]["errors"]) for i in out] == [2, 2]
 
 

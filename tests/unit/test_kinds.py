@@ -61,7 +61,7 @@ def test_chain_lines_name_what_happened():
     [killed] = recorded("killed_fin")
     assert chain_lines(killed)[0] == (
         f"rst_server[{killed['culprit']['pid']}] killed by SIGKILL: 127.0.0.1:{killed['local']['port']}"
-        f"<-127.0.0.1:{killed['remote']['port']} ended with FIN, then RST [TCP_TIMEWAIT_SOCKET]")
+        f"<-127.0.0.1:{killed['remote']['port']} ended with FIN, then RST [{killed['reason']}]")
     assert chain_lines(killed)[1] == f"  -> rst_client[{killed['victim']['pid']}] write: EPIPE, SIGPIPE: killed"
     [rto] = recorded("rto_timeout")
     assert chain_lines(rto)[0] == (
