@@ -15,7 +15,9 @@ ENV = "RSTTRACE_INCIDENT_DUMP"
 # the pid of its errors) and distinct ones stay distinct.
 _PLACEHOLDERS = {"id": "id", "pid": "pid", "tid": "pid", "port": "port", "netns": "netns", "addr": "addr"}
 # Instants: only whether the kernel gave one matters.
-_TIME = re.compile(r"(^|_)ns$")
+# Times and durations (ns, ms), and counts that depend on timing (how many retransmissions fit
+# in a timeout): measured, not decided by the kernel's logic.
+_TIME = re.compile(r"(^|_)(ns|ms)$|^retransmissions$")
 _written: set[str] = set()
 
 
