@@ -399,15 +399,13 @@ class Correlator:
                    unread: int, preexisting: bool) -> Incident:
         """A socket overdue in CLOSE_WAIT (found by the periodic scan), reported at once."""
         inc = Incident(id=self._take_id(), kind="close-wait", first_ns=since_ns or now_ns, last_ns=now_ns,
-                       family=family, netns=netns, fixed_kind=True, state="CLOSE_WAIT",
-                       bytes_discarded=0)
+                       family=family, netns=netns, fixed_kind=True, state="CLOSE_WAIT")
         inc.laddr, inc.lport = local
         inc.raddr, inc.rport = remote
         if owner:
             inc.culprit_pid, inc.culprit_comm = owner
         inc.close_wait = {"age_ns": now_ns - since_ns if since_ns else None, "closed": False,
                           "preexisting": preexisting, "unread": unread}
-        inc.bytes_discarded = 0
         self.stats["incidents"] += 1
         return inc
 
