@@ -10,11 +10,11 @@
 #ifndef RST_RING_PAGES
 #define RST_RING_PAGES 2048
 #endif
-#ifndef RST_TRACK_MAX
-#define RST_TRACK_MAX 65536
-#endif
 #ifndef RST_CWAIT_MAX
 #define RST_CWAIT_MAX 16384
+#endif
+#ifndef RST_TRACK_MAX
+#define RST_TRACK_MAX 65536
 #endif
 
 #ifdef RST_USE_RINGBUF
@@ -53,50 +53,40 @@ struct rst_sig {
 };
 BPF_TABLE("lru_hash", u32, struct rst_sig, rst_sigstash, 4096);
 
-/* Sockets in CLOSE_WAIT. A plain hash, not LRU: eviction would drop exactly the
- * oldest, leaked sockets. When full, new ones are counted, not followed. */
-BPF_HASH(rst_cwait, u64, struct rst_cwait, RST_CWAIT_MAX);
-/* Sockets found in CLOSE_WAIT at start-up (key: inode; value: when found). */
-BPF_HASH(rst_cwait_old, u64, u64, 4096);
+/* Sockets a CLOSE_WAIT sweep found overdue (tracer/closewait.py): inode -> since
+ * when (ns). Written by user space; the late close takes its entry. */
+BPF_HASH(rst_cwait, u64, u64, RST_CWAIT_MAX);
 
 /*
  * Who is `current`? Softirqs (the receive path of loopback and veth, every TCP
  * timer) run on top of whatever task was interrupted, so an event there must
- * not be pinned on that task. Softirqs never nest on a CPU: a per-CPU flag set
- * at softirq_entry and cleared at softirq_exit says where we are. (Comparing
- * the frame address with the task stack does not work: tracing programs with
- * a large stack run on a per-CPU private stack since 6.13.)
+ * not be pinned on that task. x86-64 and arm64 run softirqs and hardirqs on
+ * the CPU's own IRQ stack (not on PREEMPT_RT, where softirqs are threads). The
+ * program's context lives on the stack of the code that fired the hook (raw
+ * tracepoint arguments, or a kprobe's pt_regs): outside current's task stack,
+ * it is not current's doing. This costs nothing until an event is emitted.
+ * (The program's own frame cannot be used: tracing programs with a large stack
+ * run on a per-CPU private stack since 6.13. A per-CPU flag set from
+ * irq:softirq_entry/exit worked too, but two hooks on every softirq cost the
+ * host more than the rest of rsttrace on an idle connection: bench/RESULTS.md.)
  */
-BPF_PERCPU_ARRAY(rst_in_softirq, u32, 1);
+#ifndef RST_THREAD_SIZE
+#define RST_THREAD_SIZE 16384
+#endif
 
-RAW_TRACEPOINT_PROBE(softirq_entry)
+static __always_inline u8 rst_context(void *ctx)
 {
-	int zero = 0;
-	u32 *flag = rst_in_softirq.lookup(&zero);
+	u64 task = bpf_get_current_task();
+	u64 stack = RD(task, OFF_TASK_STACK, u64);
+	/* The verifier forbids arithmetic on the context pointer: read its value
+	 * back as a plain number. */
+	void *volatile where = ctx;
+	u64 at = 0;
 
-	if (flag)
-		*flag = 1;
-	return 0;
-}
-
-RAW_TRACEPOINT_PROBE(softirq_exit)
-{
-	int zero = 0;
-	u32 *flag = rst_in_softirq.lookup(&zero);
-
-	if (flag)
-		*flag = 0;
-	return 0;
-}
-
-static __always_inline u8 rst_context(void)
-{
-	int zero = 0;
-	u32 *flag = rst_in_softirq.lookup(&zero);
-
-	if (flag && *flag)
+	bpf_probe_read_kernel(&at, sizeof(at), (void *)&where);
+	if (!stack || at - stack >= RST_THREAD_SIZE)
 		return RST_CTX_IRQ;
-	if (RD(bpf_get_current_task(), OFF_TASK_FLAGS, u32) & RST_PF_KTHREAD)
+	if (RD(task, OFF_TASK_FLAGS, u32) & RST_PF_KTHREAD)
 		return RST_CTX_KTHREAD;
 	return RST_CTX_TASK;
 }
@@ -109,14 +99,14 @@ static __always_inline void rst_count(int idx)
 		(*v)++;
 }
 
-static __always_inline void rst_fill_task(struct rst_event *e)
+static __always_inline void rst_fill_task(void *ctx, struct rst_event *e)
 {
 	u64 id = bpf_get_current_pid_tgid();
 
 	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = id >> 32;
 	e->tid = (u32)id;
-	e->ctx = rst_context();
+	e->ctx = rst_context(ctx);
 	e->sig_result = RST_SIG_NONE;
 	e->reason = RST_REASON_NONE;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
@@ -162,8 +152,16 @@ static __always_inline void rst_fill_sock(struct rst_event *e, const void *sk)
 
 static __always_inline int rst_is_tcp(const void *sk)
 {
+#if OFF_SK_PROTOCOL == OFF_SK_TYPE
+	/* One word holds both (6.x): one read. */
+	u32 w = RD(sk, OFF_SK_PROTOCOL, u32);
+
+	return ((w >> SHIFT_SK_PROTOCOL) & MASK_SK_PROTOCOL) == RST_IPPROTO_TCP &&
+	       ((w >> SHIFT_SK_TYPE) & MASK_SK_TYPE) == RST_SOCK_STREAM;
+#else
 	return RD_FIELD(sk, SK_PROTOCOL) == RST_IPPROTO_TCP &&
 	       RD_FIELD(sk, SK_TYPE) == RST_SOCK_STREAM;
+#endif
 }
 
 static __always_inline void rst_peer_key(struct rst_tuple *k, const struct rst_event *e)
@@ -332,35 +330,17 @@ static __always_inline struct rst_config *rst_config(void)
 	return rst_cfg.lookup(&zero);
 }
 
-static __always_inline void rst_cwait_enter(u64 sk, struct rst_cwait *cw)
+/* When the sweep found this socket overdue (0: it did not); forgets it. */
+static __always_inline u64 rst_cwait_take(u64 ino)
 {
-	if (rst_cwait.update(&sk, cw) < 0)
-		rst_count(RST_STAT_CWAIT_FULL);
-}
-
-/* When sk entered CLOSE_WAIT (0: not followed); forgets it. */
-static __always_inline u64 rst_cwait_leave(u64 sk)
-{
-	struct rst_cwait *cw = rst_cwait.lookup(&sk);
-	u64 ts;
-
-	if (!cw)
-		return 0;
-	ts = cw->ts_ns;
-	rst_cwait.delete(&sk);
-	return ts;
-}
-
-static __always_inline u64 rst_cwait_old_leave(u64 ino)
-{
-	u64 *found = rst_cwait_old.lookup(&ino);
-	u64 ts;
+	u64 *found = rst_cwait.lookup(&ino);
+	u64 since;
 
 	if (!found)
 		return 0;
-	ts = *found;
-	rst_cwait_old.delete(&ino);
-	return ts;
+	since = *found;
+	rst_cwait.delete(&ino);
+	return since;
 }
 
 #include "hooks/cwait.h"

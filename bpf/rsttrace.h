@@ -20,7 +20,7 @@
 #define RST_EV_SIG_HANDLED	6	/* SIGPIPE reached a user handler */
 #define RST_EV_EXIT		7	/* a process ended by a signal */
 #define RST_EV_DESTROY		8	/* a socket rsttrace was following was freed */
-#define RST_EV_CWAIT		9	/* in CLOSE_WAIT (map rst_cwait values, read by user space) */
+/* 9 was RST_EV_CWAIT (values of a CLOSE_WAIT map that no longer exists). */
 #define RST_EV_CWAIT_END	10	/* left CLOSE_WAIT after at least the threshold */
 
 /* Execution context (rst_event.ctx): who `current` is. */
@@ -37,7 +37,7 @@
 #define RST_F_ORPHAN		0x20	/* socket already detached from its file (SOCK_DEAD) */
 #define RST_F_SIGPIPE		0x40	/* io error: this call generated SIGPIPE */
 #define RST_F_EXITING		0x80	/* closed by a task dying of a signal (aux: the signal) */
-#define RST_F_PREEXISTING	0x100	/* CWAIT_END: in CLOSE_WAIT before tracing started */
+#define RST_F_PREEXISTING	0x100	/* CWAIT_END: in CLOSE_WAIT before tracing started (set by user space) */
 #define RST_F_LINGER2		0x200	/* TCP_LINGER2 < 0: no FIN_WAIT2, abort instead */
 
 /* rst_event.reason when the kernel gives none (before 6.10). */
@@ -53,8 +53,7 @@
 #define RST_STAT_EMITTED	0
 #define RST_STAT_LOST		1
 #define RST_STAT_FILTERED	2
-#define RST_STAT_CWAIT_FULL	3	/* CLOSE_WAIT sockets not followed: map full */
-#define RST_STAT_MAX		4
+#define RST_STAT_MAX		3
 
 struct rst_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -93,19 +92,9 @@ struct rst_config {
 	__u32 want_comm;	/* 1: comm must equal `comm` */
 	__u32 want_port;	/* 1: ports map filters socket events */
 	__u32 cwait_ms;		/* CLOSE_WAIT threshold; 0: do not follow CLOSE_WAIT */
-	__u32 cwait_old;	/* 1: rst_cwait_old holds sockets found at start-up */
+	__u32 cwait_known;	/* 1: rst_cwait may hold sockets (user space found them overdue) */
 	char comm[16];
 	__u32 ready;		/* 0 until user space has written the filters: emit nothing */
-};
-
-/* A socket in CLOSE_WAIT: map `rst_cwait` (key: struct sock *). Kept small, since
- * every connection the peer closes first passes through; user space finds the
- * owner, the 4-tuple and the unread bytes from the inode when it is overdue. */
-struct rst_cwait {
-	__u64 ts_ns;		/* when it entered CLOSE_WAIT */
-	__u64 ino;		/* socket inode (0: not yet accepted) */
-	__u32 netns;
-	__u32 pad;
 };
 
 #endif /* RSTTRACE_H */

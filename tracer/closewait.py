@@ -1,4 +1,11 @@
-"""CLOSE_WAIT leaks: overdue sockets from the kernel's map, and those already there at start-up."""
+"""CLOSE_WAIT leaks: sockets the peer has closed and the owner has not, found by a periodic sweep.
+
+The kernel keeps nothing per socket for this (bpf/hooks/cwait.h): every connection the peer
+closes first passes through CLOSE_WAIT, and following each in a map cost the whole host (bench/).
+A sweep with sock_diag (tracer/sockdiag.py) finds the sockets still in CLOSE_WAIT, with how long
+each has been idle; the kernel reports the late close itself. Without sock_diag, /proc/PID/net/tcp
+gives the same sockets but no idle time: the age then counts from when a sweep first saw them.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,13 @@ import ipaddress
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
+from . import sockdiag
 from .procfs import inode_owners
+from .sockdiag import TcpRow
 
-CLOSE_WAIT = 0x08  # the `st` column of /proc/net/tcp
-
-
-@dataclass(frozen=True)
-class TcpRow:
-    """One line of /proc/PID/net/tcp{,6}."""
-
-    family: str
-    laddr: str
-    lport: int
-    raddr: str
-    rport: int
-    state: int
-    rx_queue: int
-    ino: int
+CLOSE_WAIT = 0x08  # TCP_CLOSE_WAIT; also the `st` column of /proc/net/tcp
 
 
 def _addr(hexaddr: str) -> str:
@@ -76,79 +71,89 @@ def netns_pids(proc: str = "/proc") -> dict[int, int]:
 
 @dataclass
 class Overdue:
-    """A socket known to be in CLOSE_WAIT for at least the threshold."""
+    """A socket in CLOSE_WAIT for at least the threshold."""
 
-    key: object  # kernel sk address, or ("old", inode)
     ino: int
     netns: int
-    since_ns: int | None  # None: before tracing started
-    row: TcpRow | None = None
+    since_ns: int | None  # None: unknown (there before tracing began, and no idle time)
+    row: TcpRow
+    preexisting: bool
     owner: tuple[int, str] | None = None
 
 
 @dataclass
 class CloseWaitWatch:
-    """Finds overdue CLOSE_WAIT sockets; `report` turns one into an incident dict."""
+    """Sweeps for CLOSE_WAIT sockets. `report` turns an overdue one into an incident (and lets
+    the kernel know it, for its late close); `forget` is told of reported sockets gone since."""
 
     threshold_ns: int
     report: Callable[[Overdue, int], None]
+    forget: Callable[[int], None] = lambda ino: None
     netns_filter: int | None = None
     proc: str = "/proc"
-    reported: dict = field(default_factory=dict)  # key -> Overdue, while in CLOSE_WAIT
-    preexisting: dict[int, tuple[int, int]] = field(default_factory=dict)  # ino -> (netns, found_ns)
+    reported: dict[int, Overdue] = field(default_factory=dict)  # inode -> while in CLOSE_WAIT
+    first_seen: dict[int, int] = field(default_factory=dict)  # inode -> ns (rows without idle time)
+    preexisting: set[int] = field(default_factory=set)  # inodes in CLOSE_WAIT when tracing began
+    diag_error: str | None = None  # why sock_diag could not be used (the /proc fallback was)
 
-    def scan_start(self, now_ns: int) -> dict[int, int]:
-        """Sockets in CLOSE_WAIT at start-up: {inode: now_ns}, to tell the kernel about."""
+    def rows(self) -> list[tuple[int, TcpRow]]:
+        """(netns, row) of every socket in CLOSE_WAIT in the namespaces followed."""
+        own = _own_netns(self.proc)
+        out: list[tuple[int, TcpRow]] = []
         for netns, pid in netns_pids(self.proc).items():
             if self.netns_filter and netns != self.netns_filter:
                 continue
-            for row in proc_tcp_rows(pid, self.proc):
-                if row.state == CLOSE_WAIT and row.ino:
-                    self.preexisting[row.ino] = (netns, now_ns)
-        return {ino: found for ino, (_, found) in self.preexisting.items()}
-
-    def scan(self, now_ns: int, in_kernel: Iterable[tuple[int, int, int, int]]) -> list[Overdue]:
-        """in_kernel: (sk, ts_ns, ino, netns) of the map's entries. Returns newly overdue sockets."""
-        present = set()
-        fresh: list[Overdue] = []
-        for sk, ts, ino, netns in in_kernel:
-            present.add(sk)
-            if sk not in self.reported and now_ns - ts >= self.threshold_ns and ino:
-                fresh.append(Overdue(sk, ino, netns, ts))
-        for ino, (netns, found) in self.preexisting.items():
-            key = ("old", ino)
-            present.add(key)
-            if key not in self.reported and now_ns - found >= self.threshold_ns:
-                fresh.append(Overdue(key, ino, netns, None))
-        for key in [k for k in self.reported if k not in present]:
-            del self.reported[key]
-        if not fresh:
-            return []
-        owners = inode_owners([o.ino for o in fresh], self.proc)
-        rows_of: dict[int, dict[int, TcpRow]] = {}
-        reps = None
-        out = []
-        for o in fresh:
-            o.owner = owners.get(o.ino)
-            pid = o.owner[0] if o.owner else None
-            if pid is None:
-                reps = reps if reps is not None else netns_pids(self.proc)
-                pid = reps.get(o.netns)
-            if pid is not None and pid not in rows_of:
-                rows_of[pid] = {r.ino: r for r in proc_tcp_rows(pid, self.proc)}
-            o.row = rows_of.get(pid, {}).get(o.ino) if pid is not None else None
-            if o.row is None or o.row.state != CLOSE_WAIT:
-                if isinstance(o.key, tuple):
-                    self.preexisting.pop(o.ino, None)  # it left CLOSE_WAIT: nothing to report
-                continue
-            self.reported[o.key] = o
-            self.report(o, now_ns)
-            out.append(o)
+            try:
+                found = sockdiag.sockets_in(None if netns == own else f"{self.proc}/{pid}/ns/net",
+                                            1 << CLOSE_WAIT)
+            except sockdiag.DiagUnavailable as e:
+                self.diag_error = str(e)
+                found = proc_tcp_rows(pid, self.proc)
+            out += [(netns, r) for r in found if r.state == CLOSE_WAIT and r.ino]
         return out
 
-    def forget_preexisting(self, ino: int) -> None:
-        self.preexisting.pop(ino, None)
-        self.reported.pop(("old", ino), None)
+    def start(self, now_ns: int) -> None:
+        """Remember what is in CLOSE_WAIT as tracing begins (reported by the first sweep)."""
+        for _netns, row in self.rows():
+            self.preexisting.add(row.ino)
+            if row.idle_ms is None:
+                self.first_seen[row.ino] = now_ns
+
+    def sweep(self, now_ns: int) -> list[Overdue]:
+        """Report the sockets newly overdue; forget those no longer in CLOSE_WAIT."""
+        present: set[int] = set()
+        fresh: list[Overdue] = []
+        for netns, row in self.rows():
+            present.add(row.ino)
+            if row.idle_ms is not None:
+                since: int | None = now_ns - row.idle_ms * 1_000_000
+                age = now_ns - since
+            else:
+                seen = self.first_seen.setdefault(row.ino, now_ns)
+                since = None if row.ino in self.preexisting else seen
+                age = now_ns - seen
+            if row.ino not in self.reported and age >= self.threshold_ns:
+                fresh.append(Overdue(row.ino, netns, since, row, row.ino in self.preexisting))
+        for ino in [k for k in self.reported if k not in present]:
+            del self.reported[ino]
+            self.forget(ino)
+        for ino in [k for k in self.first_seen if k not in present]:
+            del self.first_seen[ino]
+        if fresh:
+            owners = inode_owners([o.ino for o in fresh], self.proc)
+            for o in fresh:
+                o.owner = owners.get(o.ino)
+                self.reported[o.ino] = o
+                self.report(o, now_ns)
+        return fresh
+
+    def closed(self, ino: int) -> bool:
+        """A late close of ino arrived: True when it was there before tracing began."""
+        self.reported.pop(ino, None)
+        if ino in self.preexisting:
+            self.preexisting.discard(ino)
+            return True
+        return False
 
     def counts(self, now_ns: int) -> list[tuple[tuple[int, str] | None, int, int | None]]:
         """Overdue sockets still in CLOSE_WAIT per owner: [(owner, count, oldest age ns or None)]."""
@@ -160,3 +165,10 @@ class CloseWaitWatch:
             known = [a for a in ages if a is not None]
             out.append((owner, len(ages), max(known) if known else None))
         return sorted(out, key=lambda t: -t[1])
+
+
+def _own_netns(proc: str) -> int | None:
+    try:
+        return os.stat(f"{proc}/self/ns/net").st_ino
+    except OSError:
+        return None

@@ -312,6 +312,13 @@ class KernelFeatures:
                 defs[f"RST_{name}"] = flags[name]
         except (BtfError, KeyError) as e:
             raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
+        # rst_context() tells softirq from task by the task stack's size (THREAD_SIZE):
+        # 16 KiB on x86-64 and arm64, doubled under KASAN.
+        try:
+            self.btf.func_params("kasan_check_range")
+            defs["RST_THREAD_SIZE"] = 32768
+        except BtfError:
+            pass
         if self.io_errors_from == "sys_exit":
             try:
                 for macro, struct_name, path in SYSEXIT_OFFSETS:

@@ -129,7 +129,7 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
         tps += ["sock_send_length", "sock_recv_length"]
     elif io == "sys_exit":
         tps.append("sys_exit")
-    plan.hooks = ["softirq_entry", "softirq_exit"] + tps
+    plan.hooks = tps
     if name == "kprobe":
         assert isinstance(kp_args, dict)
         for func, _fn in KPROBES:

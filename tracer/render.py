@@ -97,9 +97,8 @@ def _head(inc: dict) -> str:
         took = f" over {seconds(span, 1000)}" if span else ""
         return f"{conn}: peer silent, {n if n is not None else '?'} retransmission(s){took} -> ETIMEDOUT (no RST)"
     if kind == "close-wait":
-        age = seconds(inc.get("close_wait_age_ns"))
-        if inc.get("close_wait_preexisting") and not inc.get("close_wait_closed"):
-            age = "since before tracing started"
+        age = inc.get("close_wait_age_ns")
+        age = "since before tracing started" if age is None else seconds(age)
         unread = inc.get("close_wait_unread")
         extra = f", {unread} unread bytes" if unread else ""
         if inc.get("close_wait_closed"):
@@ -146,5 +145,5 @@ def summary(incidents: list[dict] | Counter, stats: dict) -> list[str]:
         f"{stats.get('filtered', 0)} filtered in kernel, {stats.get('late', 0)} after their incident"
     )
     if stats.get("cwait_full"):
-        lines.append(f"CLOSE_WAIT: {stats['cwait_full']} socket(s) not followed (map full)")
+        lines.append(f"CLOSE_WAIT: the late close of {stats['cwait_full']} overdue socket(s) not followed (map full)")
     return lines

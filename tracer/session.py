@@ -72,6 +72,9 @@ class Session:
         self.cwait: CloseWaitWatch | None = None
         self._cwait_next_scan = 0
         self._cwait_next_count = 0
+        self._cwait_diag_noted = False
+        self._cwait_known = False
+        self._cwait_full = 0
 
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
@@ -82,8 +85,8 @@ class Session:
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
         self.loaded = load(self.plan, perf_only=self.config.buffer == "perf")
         self.decoder = Decoder(self.feats.rst_reasons())
-        old = self._start_close_wait()
-        self._write_filters(cwait_old=bool(old))
+        self._start_close_wait()
+        self._write_filters()
         bpf = self.loaded.bpf
         if self.plan.ringbuf:
             bpf["rst_events"].open_ring_buffer(self._on_raw)
@@ -93,17 +96,14 @@ class Session:
         if self.config.ready_file:
             Path(self.config.ready_file).write_text(f"{os.getpid()}\n")
 
-    def _start_close_wait(self) -> dict[int, int]:
-        """Follow CLOSE_WAIT (unless disabled); tell the kernel about sockets already in it."""
+    def _start_close_wait(self) -> None:
+        """Follow CLOSE_WAIT (unless disabled): note what is in it already."""
         if not self.config.close_wait_s:
-            return {}
+            return
         self.cwait = CloseWaitWatch(threshold_ns=int(self.config.close_wait_s * 1e9),
-                                    report=self._report_close_wait, netns_filter=self.config.filters.netns)
-        old = self.cwait.scan_start(time.monotonic_ns())
-        table = self.loaded.bpf["rst_cwait_old"]
-        for ino, found in old.items():
-            table[ctypes.c_uint64(ino)] = ctypes.c_uint64(found)
-        return old
+                                    report=self._report_close_wait, forget=self._forget_close_wait,
+                                    netns_filter=self.config.filters.netns)
+        self.cwait.start(time.monotonic_ns())
 
     def _report_close_wait(self, o: Overdue, now_ns: int) -> None:
         row = o.row
@@ -111,8 +111,23 @@ class Session:
         inc = self.correlator.close_wait(
             now_ns, o.since_ns, netns=o.netns, family=row.family, local=(row.laddr, row.lport),
             remote=(row.raddr, row.rport), owner=o.owner, unread=max(row.rx_queue - 1, 0),
-            preexisting=o.since_ns is None)
+            preexisting=o.preexisting)
         self._emit([inc])
+        # The kernel reports its close, however late (bpf/hooks/cwait.h).
+        since = o.since_ns if o.since_ns is not None else self.cwait.first_seen.get(o.ino, now_ns)
+        try:
+            self.loaded.bpf["rst_cwait"][ctypes.c_uint64(o.ino)] = ctypes.c_uint64(since)
+        except Exception:  # map full: the close goes unreported, the leak was reported
+            self._cwait_full += 1
+        if not self._cwait_known:
+            self._cwait_known = True
+            self._write_filters()
+
+    def _forget_close_wait(self, ino: int) -> None:
+        try:
+            del self.loaded.bpf["rst_cwait"][ctypes.c_uint64(ino)]
+        except KeyError:
+            pass  # the kernel took it at the close
 
     def _close_wait_tick(self, now_ns: int) -> None:
         if self.cwait is None:
@@ -120,8 +135,11 @@ class Session:
         if now_ns >= self._cwait_next_scan:
             interval = min(max(self.cwait.threshold_ns // 4, 200_000_000), 5_000_000_000)
             self._cwait_next_scan = now_ns + interval
-            entries = [(k.value, v.ts_ns, v.ino, v.netns) for k, v in self.loaded.bpf["rst_cwait"].items()]
-            self.cwait.scan(now_ns, entries)
+            self.cwait.sweep(now_ns)
+            if self.cwait.diag_error and not self._cwait_diag_noted and self.sinks.on_note:
+                self._cwait_diag_noted = True
+                self.sinks.on_note(f"CLOSE_WAIT: {self.cwait.diag_error}; read /proc/PID/net/tcp "
+                                   "instead (ages count from when first seen)")
         every = int(self.config.close_wait_every_s * 1e9)
         if not self._cwait_next_count:
             self._cwait_next_count = now_ns + every
@@ -145,7 +163,7 @@ class Session:
                 self.sinks.on_note(f"CLOSE_WAIT: {who} holds {n} socket(s) past the threshold"
                                    f" (oldest {seconds(age) if age else 'from before tracing'})")
 
-    def _write_filters(self, cwait_old: bool = False) -> None:
+    def _write_filters(self) -> None:
         f = self.config.filters
         bpf = self.loaded.bpf
         for pid in f.pids:
@@ -159,7 +177,7 @@ class Session:
         cfg.want_comm = 1 if f.comm else 0
         cfg.want_port = 1 if f.ports else 0
         cfg.cwait_ms = int(self.config.close_wait_s * 1000) if self.cwait else 0
-        cfg.cwait_old = 1 if cwait_old else 0
+        cfg.cwait_known = 1 if self._cwait_known else 0
         if f.comm:
             cfg.comm = f.comm.encode()
         cfg.ready = 1  # last: the programs emit nothing until the whole filter is in place
@@ -176,6 +194,8 @@ class Session:
     # -- data path ----------------------------------------------------------------------
     def _on_raw(self, _ctx, data, _size) -> None:
         ev = self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size))
+        if ev.kind == "cwait_end" and self.cwait is not None and self.cwait.closed(ev.ino):
+            ev.flags.append("preexisting")
         # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
         # what the kernel still holds; readers order by ts_ns.
         if self.sinks.on_event:
@@ -194,9 +214,11 @@ class Session:
         out = {"emitted": 0, "lost": 0, "filtered": 0}
         if self.loaded is not None:
             table = self.loaded.bpf["rst_stats"]
-            for name, idx in (("emitted", 0), ("lost", 1), ("filtered", 2), ("cwait_full", 3)):
+            for name, idx in (("emitted", 0), ("lost", 1), ("filtered", 2)):
                 out[name] = sum(v.value if hasattr(v, "value") else v for v in table[ctypes.c_int(idx)])
         out["lost"] += getattr(self, "_perf_lost", 0)
+        if self._cwait_full:
+            out["cwait_full"] = self._cwait_full
         out.update({k: v for k, v in self.correlator.stats.items() if k != "events"})
         return out
 
@@ -220,8 +242,6 @@ class Session:
         horizon = now if final else now - REORDER_NS
         while self._heap and self._heap[0][0] <= horizon:
             _ts, _seq, ev = heapq.heappop(self._heap)
-            if ev.kind == "cwait_end" and ev.has("preexisting") and self.cwait is not None:
-                self.cwait.forget_preexisting(ev.ino)
             if ev.ts_ns >= self._next_tick_ns:
                 self._emit(self.correlator.tick(ev.ts_ns))
                 self._next_tick_ns = ev.ts_ns + TICK_NS

@@ -18,8 +18,6 @@ TRACEPOINT_GROUPS = {
     "signal_generate": "signal",
     "signal_deliver": "signal",
     "sched_process_exit": "sched",
-    "softirq_entry": "irq",
-    "softirq_exit": "irq",
     "sys_exit": "raw_syscalls",
 }
 

@@ -54,7 +54,7 @@ RAW_TRACEPOINT_PROBE(task_prctl_unknown)
 
 		if (i >= groups)
 			break;
-		rst_fill_task(&e);
+		rst_fill_task(ctx, &e);
 		e.ctx = RST_CTX_TASK;
 		e.netns = netns;
 		rst_bench_sock(&e, RST_EV_CLOSE, s, 0);

@@ -20,13 +20,11 @@ static __always_inline int rst_is_conn_error(int ret)
 	return 0;
 }
 
-static __always_inline int rst_io_error(void *ctx, const void *sk, int ret, int is_send)
+static __always_inline void rst_io_report(void *ctx, const void *sk, int ret, int is_send)
 {
 	struct rst_event e = {};
 
-	if (ret >= 0 || !rst_is_conn_error(ret) || !sk || !rst_is_tcp(sk))
-		return 0;
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_IO_ERROR;
 	e.err = -ret;
@@ -40,6 +38,14 @@ static __always_inline int rst_io_error(void *ctx, const void *sk, int ret, int 
 		}
 	}
 	rst_emit(ctx, &e);
+}
+
+/* Every send and recv on the host passes here: the return value decides. */
+static __always_inline int rst_io_error(void *ctx, const void *sk, int ret, int is_send)
+{
+	if (ret >= 0 || !rst_is_conn_error(ret) || !sk || !rst_is_tcp(sk))
+		return 0;
+	rst_io_report(ctx, sk, ret, is_send);
 	return 0;
 }
 

@@ -14,7 +14,7 @@
  * Argument registers come from BTF (tracer/kernel.py): RST_KP_*_OFF is the
  * offset in struct pt_regs of the register holding that argument, so
  * tcp_send_active_reset(sk, gfp) on 6.1 and (sk, gfp, reason) on 6.18 both
- * work. Context (task/irq) comes from the same softirq flag as elsewhere.
+ * work. Context (task/irq) comes from where pt_regs lies, as elsewhere.
  */
 
 /* bcc makes a function a program only in the main file or when a macro
@@ -47,11 +47,11 @@ RST_KPROBE(rst_kp_send_active_reset)
 		 * rcv_nxt and copied_seq untouched; the lock is held). */
 		struct rst_event cl = {};
 
-		rst_fill_close(&cl, sk, c->oldstate, RST_TCP_CLOSE);
+		rst_fill_close(ctx, &cl, sk, c->oldstate, RST_TCP_CLOSE);
 		rst_kp_close_done();
 		rst_emit(ctx, &cl);
 	}
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_SEND_RESET;
 #ifdef RST_KP_AR_REASON_OFF
 	e.reason = (u32)RST_KARG(ctx, RST_KP_AR_REASON_OFF);
@@ -83,7 +83,7 @@ static __always_inline int rst_kp_send_reset_nosk(void *ctx, const void *sk, con
 	th = RD(skb, OFF_SKB_TRANSPORT_HEADER, u16);
 	if (RD(head + th, RST_TCPHDR_FLAGS, u8) & RST_TCPHDR_RST)
 		return 0;
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_SEND_RESET;
 	e.reason = reason;
 	e.flags |= RST_F_PASSIVE | RST_F_NOSK;

@@ -54,7 +54,7 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 	if (!skb)
 		return 0;	/* active: kprobe on tcp_send_active_reset (kprobe.h) */
 #endif
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_SEND_RESET;
 #ifdef RST_HAVE_REASON
 	e.reason = (u32)ctx->args[2];
@@ -85,7 +85,7 @@ RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 	const void *sk = (const void *)ctx->args[0];
 	struct rst_event e = {};
 
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_RECV_RESET;
 	e.bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
@@ -105,7 +105,7 @@ RAW_TRACEPOINT_PROBE(inet_sk_error_report)
 	 * RST that caused it: only an error on a live socket is news. */
 	if (!rst_is_tcp(sk) || RD_FIELD(sk, SKC_STATE) == RST_TCP_CLOSE)
 		return 0;
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_SK_ERROR;
 	e.err = RD(sk, OFF_SK_ERR, int);

@@ -28,7 +28,7 @@ RAW_TRACEPOINT_PROBE(signal_deliver)
 	if (sig != RST_SIGPIPE)
 		return 0;
 	handler = RD(ka, OFF_KSIGACTION_HANDLER, u64);
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_SIG_HANDLED;
 	e.aux = (u32)handler;
 	e.netns = rst_task_netns(bpf_get_current_task());
@@ -46,7 +46,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 	/* Only a group's last word, and only a death by signal. */
 	if ((u32)id != (id >> 32) || !(code & 0x7f))
 		return 0;
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_EXIT;
 	e.err = code;
 	e.aux = code & 0x7f;

@@ -12,7 +12,7 @@
  *
  * Leaves the kernel: a CLOSE with bytes discarded, with zero linger, or with
  * an error (timeout, abort, reset, refused); a close by a task dying of a
- * signal (process killed); CLOSE_WAIT overdue (cwait.h). Every other
+ * signal (process killed); a late end of CLOSE_WAIT (cwait.h). Every other
  * transition returns after a few comparisons: normal lifecycles never leave
  * the kernel.
  */
@@ -46,25 +46,17 @@ static __always_inline u32 rst_unanswered_ms(const void *sk)
 	return (u32)(now_us / 1000) - start;
 }
 
-/* A close that sends FIN, reported only when it matters: by a task dying of a
- * signal (process killed), or with TCP_LINGER2 < 0 (it will end in an RST). */
-static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstate, int newstate)
+static __always_inline void rst_fin_close_report(void *ctx, const void *sk, int oldstate, int newstate)
 {
-	u64 task = bpf_get_current_task();
 	struct rst_event e = {};
 
-	/* Paid by every connection's close: two reads decide, before anything else. */
-	if (!(RD(task, OFF_TASK_FLAGS, u32) & RST_PF_EXITING) && RD(sk, OFF_TCP_LINGER2, int) >= 0)
-		return;
-	if (!rst_is_tcp(sk))
-		return;
-	e.ctx = rst_context();
+	e.ctx = rst_context(ctx);
 	if (e.ctx != RST_CTX_TASK)
 		return;
 	e.aux = rst_dying_of(e.ctx);
-	if (!e.aux && RD(sk, OFF_TCP_LINGER2, int) >= 0)
+	if (!e.aux && (newstate != RST_TCP_FIN_WAIT1 || RD(sk, OFF_TCP_LINGER2, int) >= 0))
 		return;
-	rst_fill_task(&e);
+	rst_fill_task(ctx, &e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_CLOSE;
 	if (e.aux)
@@ -72,6 +64,22 @@ static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstat
 	e.oldstate = oldstate;
 	e.newstate = newstate;
 	rst_emit(ctx, &e);
+}
+
+/* A close that sends FIN, reported only when it matters: by a task dying of a
+ * signal (process killed), or with TCP_LINGER2 < 0 (it will end in an RST). */
+static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstate, int newstate)
+{
+	u64 task = bpf_get_current_task();
+
+	/* Paid by every connection's close: one or two reads decide, before anything
+	 * else. TCP_LINGER2 matters only on the way to FIN_WAIT2. */
+	if (!(RD(task, OFF_TASK_FLAGS, u32) & RST_PF_EXITING) &&
+	    (newstate != RST_TCP_FIN_WAIT1 || RD(sk, OFF_TCP_LINGER2, int) >= 0))
+		return;
+	if (!rst_is_tcp(sk))
+		return;
+	rst_fin_close_report(ctx, sk, oldstate, newstate);
 }
 
 /*
@@ -100,11 +108,11 @@ static __always_inline int rst_close_unremarkable(const void *sk, int oldstate)
 /* The CLOSE event of sk leaving oldstate, as both plans report it: the bytes
  * discarded, zero linger, the error, a dying closer, and for errors the
  * retransmissions and probes that were left unanswered. */
-static __always_inline void rst_fill_close(struct rst_event *e, const void *sk, int oldstate, int newstate)
+static __always_inline void rst_fill_close(void *ctx, struct rst_event *e, const void *sk, int oldstate, int newstate)
 {
 	u32 unread, fin;
 
-	rst_fill_task(e);
+	rst_fill_task(ctx, e);
 	rst_fill_sock(e, sk);
 	unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
 	fin = (e->flags & RST_F_FIN) ? 1 : 0;
@@ -130,60 +138,69 @@ static __always_inline void rst_fill_close(struct rst_event *e, const void *sk, 
 	e->newstate = newstate;
 }
 
+/* A move to CLOSE that is not unremarkable (see above). */
+static __always_inline void rst_close(void *ctx, const void *sk, int oldstate, int newstate)
+{
+	struct rst_event e = {};
+	u64 skp = (u64)sk;
+
+	rst_fill_close(ctx, &e, sk, oldstate, newstate);
+	/* A dying task's normal closes end in CLOSE too (LAST_ACK, FIN_WAIT2 ->
+	 * TIME_WAIT); only the abnormal ones matter here. */
+	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !e.err && !rst_is_tracked(skp))
+		return;
+	/* The victim of an RST: tcp_reset() reported it (RECV_RESET) just before
+	 * and set this error; the event would add nothing but cost. */
+	if (e.err == RST_ECONNRESET || e.err == RST_EPIPE || e.err == RST_ECONNREFUSED)
+		return;
+#ifdef RST_PLAN_KPROBE
+	/* close() that aborts: hooks/kprobe.h reports it with the reset. */
+	if (!rst_is_tracked(skp) && rst_kp_defer_close(skp, oldstate))
+		return;
+#endif
+	rst_emit(ctx, &e);
+}
+
+/*
+ * Every TCP state change of every connection on the host passes here, about
+ * ten per connection: each returns after a comparison or two unless it is a
+ * move to CLOSE, FIN_WAIT1 or LAST_ACK, or out of CLOSE_WAIT. No event is
+ * built (not even zeroed) before something makes it worth sending.
+ */
 RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 {
 	const void *sk = (const void *)ctx->args[0];
 	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
-	struct rst_event e = {};
-	u64 skp = (u64)sk;
 
-	if (newstate == RST_TCP_CLOSE_WAIT) {
-		if (rst_is_tcp(sk))
-			rst_cwait_enter_sk(sk);
-		return 0;
-	}
-	if (oldstate == RST_TCP_CLOSE_WAIT && rst_is_tcp(sk))
+	if (oldstate == RST_TCP_CLOSE_WAIT)
 		rst_cwait_leave_sk(ctx, sk, newstate);
 	if (newstate == RST_TCP_FIN_WAIT1 || newstate == RST_TCP_LAST_ACK) {
 		rst_fin_close(ctx, sk, oldstate, newstate);
 		return 0;
 	}
-	if (newstate != RST_TCP_CLOSE)
+	/* Protocol last: other protocols (MPTCP) rarely pass the rest. */
+	if (newstate != RST_TCP_CLOSE || rst_close_unremarkable(sk, oldstate) || !rst_is_tcp(sk))
 		return 0;
-	if (!rst_is_tcp(sk))
-		return 0;
-	if (rst_close_unremarkable(sk, oldstate))
-		return 0;
-	rst_fill_close(&e, sk, oldstate, newstate);
-	/* A dying task's normal closes end in CLOSE too (LAST_ACK, FIN_WAIT2 ->
-	 * TIME_WAIT); only the abnormal ones matter here. */
-	if (!e.bytes && !(e.flags & RST_F_LINGER0) && !e.err && !rst_is_tracked(skp))
-		return 0;
-	/* The victim of an RST: tcp_reset() reported it (RECV_RESET) just before
-	 * and set this error; the event would add nothing but cost. */
-	if (e.err == RST_ECONNRESET || e.err == RST_EPIPE || e.err == RST_ECONNREFUSED)
-		return 0;
-#ifdef RST_PLAN_KPROBE
-	/* close() that aborts: hooks/kprobe.h reports it with the reset. */
-	if (!rst_is_tracked(skp) && rst_kp_defer_close(skp, oldstate))
-		return 0;
-#endif
-	rst_emit(ctx, &e);
+	rst_close(ctx, sk, oldstate, newstate);
 	return 0;
+}
+
+static __always_inline void rst_destroyed(void *ctx, const void *sk)
+{
+	struct rst_event e = {};
+
+	rst_fill_task(ctx, &e);
+	rst_fill_sock(&e, sk);
+	e.kind = RST_EV_DESTROY;
+	rst_emit(ctx, &e);
+	rst_untrack((u64)sk);
 }
 
 RAW_TRACEPOINT_PROBE(tcp_destroy_sock)
 {
 	const void *sk = (const void *)ctx->args[0];
-	struct rst_event e = {};
-	u64 skp = (u64)sk;
 
-	if (!rst_is_tracked(skp))
-		return 0;
-	rst_fill_task(&e);
-	rst_fill_sock(&e, sk);
-	e.kind = RST_EV_DESTROY;
-	rst_emit(ctx, &e);
-	rst_untrack(skp);
+	if (rst_is_tracked((u64)sk))
+		rst_destroyed(ctx, sk);
 	return 0;
 }
