@@ -126,6 +126,17 @@ class Decoder:
             "saddr", "daddr", "comm", "aux", "span_ms", "retrans", "probes")))
         self._comms: dict[bytes, str] = {}
         self._flags: dict[int, tuple[str, ...]] = {}
+        self._addrs: dict[bytes, str] = {}
+
+    def _addr(self, raw: bytes, family: int) -> str:
+        # A busy host talks to few addresses: formatting them is most of a decode otherwise.
+        key = raw if family == 10 else raw[:4]
+        text = self._addrs.get(key)
+        if text is None:
+            text = _addr(raw, family)
+            if len(self._addrs) < 65536:
+                self._addrs[key] = text
+        return text
 
     def decode(self, raw) -> Event:
         """Decode a ctypes rst_event."""
@@ -153,8 +164,8 @@ class Decoder:
             retrans=retrans, probes=probes, span_ms=span_ms,
         )
         if skaddr or family:
-            ev.laddr, ev.lport = _addr(saddr, family), sport
-            ev.raddr, ev.rport = _addr(daddr, family), dport
+            ev.laddr, ev.lport = self._addr(saddr, family), sport
+            ev.raddr, ev.rport = self._addr(daddr, family), dport
             ev.state = TCP_STATES.get(newstate, str(newstate))
         if kind in ("close", "cwait_end"):
             ev.oldstate = TCP_STATES.get(oldstate, str(oldstate))
