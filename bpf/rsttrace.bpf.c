@@ -58,17 +58,24 @@ BPF_TABLE("lru_hash", u32, struct rst_sig, rst_sigstash, 4096);
 BPF_HASH(rst_cwait, u64, u64, RST_CWAIT_MAX);
 
 /*
- * Who is `current`? Softirqs (the receive path of loopback and veth, every TCP
- * timer) run on top of whatever task was interrupted, so an event there must
- * not be pinned on that task. x86-64 and arm64 run softirqs and hardirqs on
- * the CPU's own IRQ stack (not on PREEMPT_RT, where softirqs are threads). The
- * program's context lives on the stack of the code that fired the hook (raw
- * tracepoint arguments, or a kprobe's pt_regs): outside current's task stack,
- * it is not current's doing. This costs nothing until an event is emitted.
- * (The program's own frame cannot be used: tracing programs with a large stack
- * run on a per-CPU private stack since 6.13. A per-CPU flag set from
- * irq:softirq_entry/exit worked too, but two hooks on every softirq cost the
- * host more than the rest of rsttrace on an idle connection: bench/RESULTS.md.)
+ * Who is `current`? Softirqs (the receive path of loopback, veth and NICs,
+ * every TCP timer) run on top of whatever task was interrupted, so an event
+ * there must not be pinned on that task. The program's context lives on the
+ * stack of the code that fired the hook (raw tracepoint arguments, or a
+ * kprobe's pt_regs), and x86-64 runs softirqs on the CPU's IRQ stack: context
+ * outside current's task stack is not current's doing. One case stays on the
+ * task stack: an interrupt that arrives while the task runs in user mode runs
+ * its softirqs right there. Then the user registers at the top of the stack
+ * say so: the task entered the kernel through an interrupt (orig_ax -1), not
+ * a system call (orig_ax = its number). A task dying of a signal closes its
+ * sockets on that same way back to user mode, and stays the actor.
+ *
+ * This costs nothing until an event is emitted. (The program's own frame
+ * cannot be used: tracing programs with a large stack run on a per-CPU
+ * private stack since 6.13. A per-CPU flag set from irq:softirq_entry/exit
+ * also worked, but two hooks on every softirq cost the host more than the
+ * rest of rsttrace on an idle connection: bench/RESULTS.md. PREEMPT_RT
+ * kernels run softirqs in threads: this does not know them.)
  */
 #ifndef RST_THREAD_SIZE
 #define RST_THREAD_SIZE 16384
@@ -78,6 +85,7 @@ static __always_inline u8 rst_context(void *ctx)
 {
 	u64 task = bpf_get_current_task();
 	u64 stack = RD(task, OFF_TASK_STACK, u64);
+	u32 flags;
 	/* The verifier forbids arithmetic on the context pointer: read its value
 	 * back as a plain number. */
 	void *volatile where = ctx;
@@ -86,8 +94,17 @@ static __always_inline u8 rst_context(void *ctx)
 	bpf_probe_read_kernel(&at, sizeof(at), (void *)&where);
 	if (!stack || at - stack >= RST_THREAD_SIZE)
 		return RST_CTX_IRQ;
-	if (RD(task, OFF_TASK_FLAGS, u32) & RST_PF_KTHREAD)
+	flags = RD(task, OFF_TASK_FLAGS, u32);
+	if (flags & RST_PF_KTHREAD)
 		return RST_CTX_KTHREAD;
+#ifdef RST_TASK_REGS
+	if (!(flags & RST_PF_EXITING)) {
+		u64 regs = stack + RST_TASK_REGS;
+
+		if ((RD(regs, OFF_REGS_CS, u16) & 3) == 3 && RD(regs, OFF_REGS_ORIG_AX, s64) < 0)
+			return RST_CTX_IRQ;
+	}
+#endif
 	return RST_CTX_TASK;
 }
 

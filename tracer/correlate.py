@@ -361,11 +361,14 @@ class Correlator:
         # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts, netns)
         self.killed: OrderedDict[tuple, tuple[int, str, int, int, int]] = OrderedDict()
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
+        self._handlers: dict = {}  # event kind -> bound _on_<kind> method, or False
 
     # -- public ---------------------------------------------------------------
     def feed(self, ev: Event) -> list[Incident]:
         self.stats["events"] += 1
-        handler = getattr(self, "_on_" + ev.kind, None)
+        handler = self._handlers.get(ev.kind)
+        if handler is None:
+            handler = self._handlers[ev.kind] = getattr(self, "_on_" + ev.kind, False)
         touched = handler(ev) if handler else None
         if touched is None:
             return []

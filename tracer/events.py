@@ -8,7 +8,7 @@ import ipaddress
 import operator
 import socket
 import struct as _struct
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from .layout import layout
 
@@ -96,7 +96,9 @@ class Event:
         return flag in self.flags
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # Not dataclasses.asdict: it deep-copies field by field, and `record` writes every event.
+        d = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        d["flags"] = list(self.flags)
         d["type"] = "event"
         return d
 
@@ -107,6 +109,9 @@ class Event:
         if unknown:
             raise ValueError(f"unknown event field(s): {', '.join(sorted(unknown))}")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 class Decoder:

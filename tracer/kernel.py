@@ -312,13 +312,7 @@ class KernelFeatures:
                 defs[f"RST_{name}"] = flags[name]
         except (BtfError, KeyError) as e:
             raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
-        # rst_context() tells softirq from task by the task stack's size (THREAD_SIZE):
-        # 16 KiB on x86-64 and arm64, doubled under KASAN.
-        try:
-            self.btf.func_params("kasan_check_range")
-            defs["RST_THREAD_SIZE"] = 32768
-        except BtfError:
-            pass
+        defs.update(self._context_defs())
         if self.io_errors_from == "sys_exit":
             try:
                 for macro, struct_name, path in SYSEXIT_OFFSETS:
@@ -326,6 +320,32 @@ class KernelFeatures:
             except BtfError as e:
                 raise NoBtf(f"the kernel's BTF lacks a layout rsttrace needs: {e}") from None
         return [f"-D{k}={v}" for k, v in defs.items()] + self.switches(plan)
+
+    def _has_func(self, name: str) -> bool:
+        assert self.btf is not None
+        try:
+            self.btf.func_params(name)
+            return True
+        except BtfError:
+            return False
+
+    def _context_defs(self) -> dict[str, int]:
+        """What rst_context() (bpf/rsttrace.bpf.c) needs to tell a task's own doing from a
+        softirq's: the task stack's size (THREAD_SIZE: 16 KiB on x86-64, doubled under KASAN)
+        and, on x86-64, where the user registers sit at its top (below 16 bytes of padding
+        with FRED) and the pt_regs fields read there."""
+        assert self.btf is not None
+        size = 32768 if self._has_func("kasan_check_range") else 16384
+        defs = {"RST_THREAD_SIZE": size}
+        if self.arch == "x86_64":
+            try:
+                padding = 16 if self._has_func("fred_entry_from_user") else 0
+                defs["RST_TASK_REGS"] = size - padding - self.btf.type_size(self.btf.struct_id("pt_regs"))
+                defs["OFF_REGS_ORIG_AX"] = self.btf.offsetof("pt_regs", "orig_ax")
+                defs["OFF_REGS_CS"] = self.btf.offsetof("pt_regs", "cs")
+            except BtfError:
+                return {"RST_THREAD_SIZE": size}  # without it, a softirq over user mode looks like the task
+        return defs
 
     def switches(self, plan: str = "tracepoint") -> list[str]:
         """The -D switches (not offsets) that adapt the C to this kernel and plan."""

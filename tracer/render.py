@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import signal as _signal
 from collections import Counter
+
+from .tracefile import dumps
 
 
 def endpoint(addr: str, port: int) -> str:
@@ -132,7 +133,7 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
 
 
 def to_json(inc: dict) -> str:
-    return json.dumps(inc, separators=(",", ":"), sort_keys=False)
+    return dumps(inc)
 
 
 def summary(incidents: list[dict] | Counter, stats: dict) -> list[str]:

@@ -107,13 +107,8 @@ class Session:
 
     def _report_close_wait(self, o: Overdue, now_ns: int) -> None:
         row = o.row
-        assert row is not None
-        inc = self.correlator.close_wait(
-            now_ns, o.since_ns, netns=o.netns, family=row.family, local=(row.laddr, row.lport),
-            remote=(row.raddr, row.rport), owner=o.owner, unread=max(row.rx_queue - 1, 0),
-            preexisting=o.preexisting)
-        self._emit([inc])
-        # The kernel reports its close, however late (bpf/hooks/cwait.h).
+        # First let the kernel report its close, however late (bpf/hooks/cwait.h): whoever
+        # reads the report may close it at once.
         since = o.since_ns if o.since_ns is not None else self.cwait.first_seen.get(o.ino, now_ns)
         try:
             self.loaded.bpf["rst_cwait"][ctypes.c_uint64(o.ino)] = ctypes.c_uint64(since)
@@ -122,6 +117,11 @@ class Session:
         if not self._cwait_known:
             self._cwait_known = True
             self._write_filters()
+        inc = self.correlator.close_wait(
+            now_ns, o.since_ns, netns=o.netns, family=row.family, local=(row.laddr, row.lport),
+            remote=(row.raddr, row.rport), owner=o.owner, unread=max(row.rx_queue - 1, 0),
+            preexisting=o.preexisting)
+        self._emit([inc])
 
     def _forget_close_wait(self, ino: int) -> None:
         try:

@@ -12,6 +12,17 @@ from typing import Iterator
 
 from .errors import BadTrace
 
+try:  # Every incident (and with -o every event) is written as JSON: orjson takes a tenth of the time.
+    import orjson as _orjson
+
+    def dumps(obj) -> str:
+        """One compact JSON line (no newline)."""
+        return _orjson.dumps(obj, option=_orjson.OPT_NON_STR_KEYS).decode()
+except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd installs working
+    def dumps(obj) -> str:
+        """One compact JSON line (no newline)."""
+        return json.dumps(obj, separators=(",", ":"))
+
 FORMAT = "rsttrace"
 # 2: the header carries the clocks (boot time, boot id) and a trace id, for wall-clock
 # columns and for merging traces from several hosts. Version 1 files read the same way.
@@ -90,7 +101,7 @@ class TraceWriter:
     def write(self, records: list[dict]) -> None:
         if not records:
             return
-        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        data = "".join(dumps(r) + "\n" for r in records).encode()
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)

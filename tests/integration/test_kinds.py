@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -192,10 +196,24 @@ def test_close_wait_found_at_start_up(ns):
         assert (inc["local"], inc["remote"]) == (lo(run.server_port), lo(run.client_port))
 
 
-@pytest.mark.parametrize("keepalive", [False, True], ids=["retransmit", "keepalive"])
-def test_peer_goes_silent(hosts, keepalive):
+@contextlib.contextmanager
+def cpus_busy_in_user_mode():
+    """A spinning process per CPU: timer interrupts then land in user mode, and x86-64 runs the
+    softirqs they raise (TCP's timers) on the interrupted task's own stack."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("keepalive,busy", [(False, False), (True, False), (True, True)],
+                         ids=["retransmit", "keepalive", "keepalive-cpus-busy"])
+def test_peer_goes_silent(hosts, keepalive, busy):
     port = free_port()
-    with Tracer("-P", str(port)) as t:
+    with Tracer("-P", str(port)) as t, (cpus_busy_in_user_mode() if busy else contextlib.nullcontext()):
         res = scenarios.peer_timeout(hosts, keepalive, port=port, before_cleanup=t.stop)
     incs, err, rc = t.incidents, t.stderr, t.returncode
     assert rc == 0, err
