@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
@@ -260,6 +261,7 @@ def tcpstates_scaffold() -> Path:
     if _scaffold is not None:
         return _scaffold
     dest = build_scaffold(platform.release())
+    atexit.register(shutil.rmtree, dest, True)
     inc = dest / "include"
     (inc / "net").mkdir(exist_ok=True)
     (inc / "net" / "sock.h").write_text(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
 import platform
 import shutil
@@ -414,4 +416,39 @@ def build_scaffold(release: str, dest: Path | None = None) -> Path:
         "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
     )
     (dest / "arch" / "x86" / "include").mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+CACHE_DIR = Path(os.environ.get("RSTTRACE_CACHE", "/var/cache/rsttrace"))
+
+
+def scaffold_dir(release: str) -> Path:
+    """The scaffold for this kernel, built once in the cache and named by a digest of what goes
+    into it (building one per run left a directory in /tmp every time). Where the cache is not
+    writable, a temporary one removed at exit."""
+    h = hashlib.sha256(release.encode())
+    root = bpf_dir() / "scaffold"
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for rel in UAPI_FILES:
+        src = Path("/usr/include") / rel
+        h.update(rel.encode() + b"\0" + (src.read_bytes() if src.is_file() else b""))
+    dest = CACHE_DIR / f"ksrc-{h.hexdigest()[:16]}"
+    if (dest / ".complete").is_file():
+        return dest
+    try:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".ksrc-", dir=CACHE_DIR))
+    except OSError:
+        tmp = Path(tempfile.mkdtemp(prefix="rsttrace-ksrc-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        return build_scaffold(release, tmp)
+    try:
+        build_scaffold(release, tmp)
+        (tmp / ".complete").touch()
+        os.rename(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another run got there first (or a real error:
+        if not (dest / ".complete").is_file():  # then say so)
+            raise
     return dest

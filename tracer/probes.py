@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .errors import BpfLoadError, NoBcc, PlanUnavailable
-from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, build_scaffold
+from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, scaffold_dir
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
 _FENTRY_TRIAL = "KFUNC_PROBE(tcp_close) { return 0; }"
@@ -53,7 +53,7 @@ def _scaffold_env(feats: KernelFeatures) -> str:
     if os.path.isdir(build) and "BCC_KERNEL_SOURCE" not in os.environ:
         return build
     if "BCC_KERNEL_SOURCE" not in os.environ or not os.path.isdir(os.environ["BCC_KERNEL_SOURCE"]):
-        os.environ["BCC_KERNEL_SOURCE"] = str(build_scaffold(feats.release))
+        os.environ["BCC_KERNEL_SOURCE"] = str(scaffold_dir(feats.release))
     return os.environ["BCC_KERNEL_SOURCE"]
 
 

@@ -177,3 +177,17 @@ def test_derived_layout_reproduces_captured_files():
     with_family.insert(5, ("__u16", "family", 0))
     captured = (FORMATS / "6.1" / "tcp" / "tcp_send_reset").read_text()
     assert derive.layout(with_family, 1) == derive.fields_of(captured)
+
+
+def test_scaffold_built_once_per_content_and_nothing_left_in_tmp(tmp_path, monkeypatch):
+    """Every start used to leave a copy of the scaffold in /tmp."""
+    import tracer.kernel as kernel
+
+    monkeypatch.setattr(kernel, "CACHE_DIR", tmp_path / "cache")
+    first = kernel.scaffold_dir("6.18.4-test")
+    assert first.parent == tmp_path / "cache" and (first / ".complete").is_file()
+    assert "LINUX_VERSION_CODE 397828" in (first / "include" / "linux" / "version.h").read_text()
+    assert kernel.scaffold_dir("6.18.4-test") == first
+    other = kernel.scaffold_dir("6.1.0-50-amd64")
+    assert other != first
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, other.name])
