@@ -56,7 +56,8 @@ def one_churn_run(tracer: str, seconds: float, unread_bp: int, linger_bp: int, w
                        lost=st.lost, returncode=st.returncode)
             if tracer == "rsttrace":
                 incs = h.read_incidents(st.outfile, ns.inode)
-                run["incidents"] = h.check_incidents(incs, rep["unread"], rep["linger0"])
+                run["incidents"] = h.check_incidents(incs, rep["unread"], rep["linger0"],
+                                                      rep["counters"]["Tcp.OutRsts"])
                 run["received"] = st.received
                 st.outfile.unlink()
             else:
@@ -170,7 +171,8 @@ def ingest(p: dict, wd: Path) -> dict:
            "events_per_s": round(st.received / rep["elapsed_s"]),
            "tracer_cpu_pct": round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
            "peak_rss_kb": max(peak), "stop_s": round(drain_s, 2), "returncode": st.returncode,
-           "incidents": h.check_incidents(incs, rep["unread"], 0), "load": load.describe()}
+           "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
+           "load": load.describe()}
     log(f"ingest: {res['resets_per_s']:.0f} resets/s, lost {st.lost}, "
         f"incidents exact: {res['incidents']['exact']}")
     return res
@@ -237,7 +239,7 @@ def memory(p: dict, wd: Path) -> dict:
             "start_kb": kb[0], "peak_kb": max(kb), "end_kb": kb[-1],
             "slope_kb_per_min": round(slope(samples) * 60, 1),
             "slope_after_warmup_kb_per_min": round(slope(later) * 60, 1),
-            "lost": st.lost, "incidents": h.check_incidents(incs, rep["unread"], 0),
+            "lost": st.lost, "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
             "load": load.describe()}
 
 

@@ -308,19 +308,28 @@ def read_incidents(path: Path, netns: int | None = None) -> list[dict]:
     return out
 
 
-def check_incidents(incs: list[dict], unread: int, linger0: int) -> dict:
-    """Compare rsttrace's incidents with the resets the generator made."""
+def check_incidents(incs: list[dict], unread: int, linger0: int, out_rsts: int | None = None) -> dict:
+    """Compare rsttrace's incidents with the resets the generator made. out_rsts: the RSTs the
+    namespace's kernel counted (Tcp.OutRsts). Under heavy churn the kernel sends a few the
+    generator did not ask for (a SYN meeting a connection still closing on a recycled port):
+    rsttrace must report those too, at most two incidents per RST (sender and receiver side),
+    and nothing else."""
     kinds: dict[str, int] = {}
     for i in incs:
         kinds[i["kind"]] = kinds.get(i["kind"], 0) + 1
     aoc = [i for i in incs if i["kind"] == "abort-on-close"]
+    made = [i for i in incs if i["kind"] in ("abort-on-close", "linger-zero")]
     bad_bytes = sum(1 for i in aoc if i["bytes_discarded"] != 64)
-    victims_reset = sum(1 for i in incs if i.get("victim") and any(
+    victims_reset = sum(1 for i in made if i.get("victim") and any(
         e["errno"] == "ECONNRESET" and e["call"] == "read" for e in i["victim"]["errors"]))
+    stray = len(incs) - len(made)
+    extra_rsts = max((out_rsts if out_rsts is not None else unread + linger0) - unread - linger0, 0)
     ok = (kinds.get("abort-on-close", 0) == unread and kinds.get("linger-zero", 0) == linger0
-          and len(incs) == unread + linger0 and bad_bytes == 0 and victims_reset == len(incs))
+          and bad_bytes == 0 and victims_reset == len(made)
+          and (stray == 0 if not extra_rsts else 0 < stray <= 2 * extra_rsts))
     return {"kinds": kinds, "expected": {"abort-on-close": unread, "linger-zero": linger0},
-            "bytes_not_64": bad_bytes, "victims_read_econnreset": victims_reset, "exact": ok}
+            "bytes_not_64": bad_bytes, "victims_read_econnreset": victims_reset,
+            "other_incidents": stray, "kernel_rsts_not_asked_for": extra_rsts, "exact": ok}
 
 
 # -- the machine -------------------------------------------------------------------------

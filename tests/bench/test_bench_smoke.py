@@ -25,7 +25,9 @@ def test_churn_makes_the_exact_mix_and_rsttrace_reports_each_reset(tmp_path):
     assert rep["counters"]["TcpExt.TCPAbortOnClose"] == 200
     assert rep["counters"]["TcpExt.TCPAbortOnData"] == 100
     assert (st.returncode, st.lost) == (0, 0)
-    check = h.check_incidents(incs, 200, 100)
+    assert rep["counters"]["Tcp.OutRsts"] == 300
+    check = h.check_incidents(incs, 200, 100, rep["counters"]["Tcp.OutRsts"])
+    assert check["exact"] and check["other_incidents"] == 0
     assert check["kinds"] == {"abort-on-close": 200, "linger-zero": 100}
     assert check["bytes_not_64"] == 0
     assert check["victims_read_econnreset"] == 300
