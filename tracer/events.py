@@ -147,9 +147,9 @@ class Decoder:
         """Decode a ctypes rst_event."""
         return self.decode_bytes(ctypes.string_at(ctypes.addressof(raw), self.size))
 
-    def decode_bytes(self, buf, offset: int = 0) -> Event:
-        """Decode one record from bytes (or any buffer) holding an rst_event at offset."""
-        v = self._unpack.unpack_from(buf, offset)
+    def decode_bytes(self, buf) -> Event:
+        """Decode one record from bytes (or any buffer) holding at least one rst_event."""
+        v = self._unpack.unpack_from(buf)
         (ts_ns, skaddr, ino, kind_n, netns, pid, tid, err, reason, nbytes, family, sport, dport,
          oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw, aux, span_ms, retrans,
          probes) = self._pick(v)

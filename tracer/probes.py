@@ -174,10 +174,9 @@ def choose_plan(feats: KernelFeatures, force: str | None = None, report_fentry: 
 class Loaded:
     """The compiled, attached program and its maps."""
 
-    def __init__(self, bpf, plan: Plan, ring_pages: int = 0) -> None:
+    def __init__(self, bpf, plan: Plan) -> None:
         self.bpf = bpf
         self.plan = plan
-        self.ring_pages = ring_pages  # the ring buffer's data pages (0: perf buffer)
 
     def table(self, name: str):
         return self.bpf[name]
@@ -220,7 +219,7 @@ def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
             raise BpfLoadError(f"could not attach the kprobe plan's hooks: {e} "
                                "(try --plan tracepoint)") from None
         plan.ringbuf = ringbuf
-        return Loaded(bpf, plan, ring_pages if ringbuf else 0)
+        return Loaded(bpf, plan)
     raise BpfLoadError("could not load rsttrace's BPF programs: " + "; ".join(errors)
                        + " (run `rsttrace doctor` for details)")
 

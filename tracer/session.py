@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import heapq
-import mmap
 import os
 import signal
 import time
@@ -21,7 +20,6 @@ from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
 from .procfs import SocketOwners
 from .probes import Loaded, Plan, choose_plan, load
-from .ringread import RingReader
 from .tracefile import clocks
 
 DRAIN_INTERVAL_S = 0.05
@@ -77,7 +75,6 @@ class Session:
         self._cwait_diag_noted = False
         self._cwait_known = False
         self._cwait_full = 0
-        self._ring: RingReader | None = None
 
     # -- start / stop -------------------------------------------------------------
     def start(self) -> None:
@@ -91,12 +88,8 @@ class Session:
         self._start_close_wait()
         self._write_filters()
         bpf = self.loaded.bpf
-        self._ring = None
         if self.plan.ringbuf:
-            try:
-                self._ring = RingReader(bpf["rst_events"].map_fd, self.loaded.ring_pages * mmap.PAGESIZE)
-            except (OSError, ValueError):  # not mappable: bcc's reader, a callback per record
-                bpf["rst_events"].open_ring_buffer(self._on_raw)
+            bpf["rst_events"].open_ring_buffer(self._on_raw)
         else:
             bpf["rst_events"].open_perf_buffer(self._on_raw, page_cnt=256, lost_cb=self._on_perf_lost)
         self._perf_lost = 0
@@ -200,12 +193,7 @@ class Session:
 
     # -- data path ----------------------------------------------------------------------
     def _on_raw(self, _ctx, data, _size) -> None:
-        return self._take(self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size)))
-
-    def _on_record(self, buf, offset: int) -> None:
-        self._take(self.decoder.decode_bytes(buf, offset))
-
-    def _take(self, ev: Event) -> int:
+        ev = self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size))
         if ev.kind == "cwait_end" and self.cwait is not None and self.cwait.closed(ev.ino):
             ev.flags.append("preexisting")
         # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
@@ -238,13 +226,7 @@ class Session:
         """Take a batch of records, report what is due; True when the batch was full."""
         bpf = self.loaded.bpf
         self._batch = 0
-        if self._ring is not None:
-            self._ring.read(self._on_record, BATCH_MAX)
-            if final:
-                while self._batch >= BATCH_MAX:
-                    self._batch = 0
-                    self._ring.read(self._on_record, BATCH_MAX)
-        elif self.plan.ringbuf:
+        if self.plan.ringbuf:
             bpf.ring_buffer_consume()
             if final:
                 while self._batch >= BATCH_MAX:
@@ -303,8 +285,5 @@ class Session:
         if self.loaded is not None:
             self.drain(final=True)
             self.final_stats = self.stats()
-            if self._ring is not None:
-                self._ring.close()
-                self._ring = None
             self.loaded.close()
             self.loaded = None
