@@ -17,6 +17,9 @@ from .report import write_report
 
 PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup")
 TRACERS = ("none", "rsttrace", "tcpstates")
+# Not run by default (--tracers): rsttrace with a consumer that takes the records and drops
+# them, so what the kernel side alone costs shows next to the whole.
+EXTRA_TRACERS = ("rsttrace-kernel",)
 # The 10% mix: three quarters closes with unread data, one quarter SO_LINGER {1, 0}.
 MIXES = {"0%": (0, 0), "10%": (750, 250)}
 
@@ -41,7 +44,10 @@ def one_churn_run(tracer: str, seconds: float, unread_bp: int, linger_bp: int, w
     with h.churn_netns() as ns:
         h.prepare_netns(ns)
         tp = None
-        if tracer != "none":
+        if tracer == "rsttrace-kernel":
+            tp = h.TracerProc("rsttrace", wd, env={"RSTTRACE_BENCH_DISCARD": "1"})
+            tp.start()
+        elif tracer != "none":
             tp = h.TracerProc(tracer, wd)
             tp.start()
         load = h.LoadProbe().begin()
@@ -54,7 +60,10 @@ def one_churn_run(tracer: str, seconds: float, unread_bp: int, linger_bp: int, w
             st = tp.stop()
             run.update(tracer_cpu_pct=round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
                        lost=st.lost, returncode=st.returncode)
-            if tracer == "rsttrace":
+            if tracer == "rsttrace-kernel":
+                run["received"] = st.received
+                st.outfile.unlink()
+            elif tracer == "rsttrace":
                 incs = h.read_incidents(st.outfile, ns.inode)
                 run["incidents"] = h.check_incidents(incs, rep["unread"], rep["linger0"],
                                                       rep["counters"]["Tcp.OutRsts"])
@@ -290,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             p[key] = val
     p["tracers"] = tuple(t for t in args.tracers.split(",") if t)
     p["mixes"] = tuple(m for m in args.mixes.split(",") if m)
-    if set(p["tracers"]) - set(TRACERS) or set(p["mixes"]) - set(MIXES):
-        ap.error(f"--tracers: some of {','.join(TRACERS)}; --mixes: some of {','.join(MIXES)}")
+    if set(p["tracers"]) - set(TRACERS + EXTRA_TRACERS) or set(p["mixes"]) - set(MIXES):
+        ap.error(f"--tracers: some of {','.join(TRACERS + EXTRA_TRACERS)}; --mixes: some of {','.join(MIXES)}")
     if "overhead" in parts and "tcpstates" in p["tracers"]:
         h.ensure_tcpstates()
     h.build("churn")

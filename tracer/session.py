@@ -89,7 +89,9 @@ class Session:
         self._write_filters()
         bpf = self.loaded.bpf
         if self.plan.ringbuf:
-            bpf["rst_events"].open_ring_buffer(self._on_raw)
+            # bench/ only: take every record and drop it, to measure the kernel side alone.
+            discard = bool(os.environ.get("RSTTRACE_BENCH_DISCARD"))
+            bpf["rst_events"].open_ring_buffer(self._on_discard if discard else self._on_raw)
         else:
             bpf["rst_events"].open_perf_buffer(self._on_raw, page_cnt=256, lost_cb=self._on_perf_lost)
         self._perf_lost = 0
@@ -205,6 +207,10 @@ class Session:
         self._batch += 1
         self._last_ts = ev.ts_ns
         # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
+        return -1 if self._batch >= BATCH_MAX else 0
+
+    def _on_discard(self, _ctx, _data, _size) -> int:
+        self._batch += 1
         return -1 if self._batch >= BATCH_MAX else 0
 
     def _on_perf_lost(self, count: int) -> None:
