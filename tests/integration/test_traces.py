@@ -163,7 +163,7 @@ CHURN = """
 import socket, sys, time
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
 print("ready", flush=True)
-end = time.monotonic() + float(sys.argv[1])
+end = time.monotonic() + float(sys.argv[1])  # a bound only: the test kills it once traced
 while time.monotonic() < end:
     c = socket.create_connection(srv.getsockname()); c.sendall(b"x" * 64)
     s, _ = srv.accept(); s.close(); c.close()  # closed with 64 bytes unread: RST
@@ -174,12 +174,14 @@ def test_namespace_filter_holds_from_the_first_event(tmp_path):
     """Resets churn in another namespace while the tracer starts: none may enter the trace,
     not even in the moment between attaching the programs and writing the filter."""
     with scenarios.Netns("rsttrn") as ns, scenarios.Netns("rsttro") as other:
-        churn = subprocess.Popen(["ip", "netns", "exec", other.name, sys.executable, "-c", CHURN, "20"],
+        churn = subprocess.Popen(["ip", "netns", "exec", other.name, sys.executable, "-c", CHURN, "600"],
                                  stdout=subprocess.PIPE, text=True)
         try:
             assert churn.stdout.readline() == "ready\n"
             with Tracer("--netns", str(ns.inode)) as t:
                 res = scenarios.unread_close(ns, unread=1000)
+                # Still churning, so the other namespace's resets overlap the whole trace.
+                assert churn.poll() is None, churn.stdout.read()
                 incidents, err, rc = t.stop()
                 records = t.records()
         finally:
