@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import tpformat
-from .btf import VMLINUX_BTF, Btf, BtfError
+from .btf import FUNC, VMLINUX_BTF, Btf, BtfError
 from .errors import NoBtf, NoTracefs, NoTracepoint
 
 BPF_DIR_CANDIDATES = (
@@ -325,11 +325,7 @@ class KernelFeatures:
 
     def _has_func(self, name: str) -> bool:
         assert self.btf is not None
-        try:
-            self.btf.func_params(name)
-            return True
-        except BtfError:
-            return False
+        return self.btf.find(FUNC, name) is not None
 
     def _context_defs(self) -> dict[str, int]:
         """What rst_context() (bpf/rsttrace.bpf.c) needs to tell a task's own doing from a
