@@ -22,6 +22,11 @@
 #define RST_EV_DESTROY		8	/* a socket rsttrace was following was freed */
 /* 9 was RST_EV_CWAIT (values of a CLOSE_WAIT map that no longer exists). */
 #define RST_EV_CWAIT_END	10	/* left CLOSE_WAIT after at least the threshold */
+#define RST_EV_CLOSER		11	/* who closed (FIN) the connection a passive RST
+					 * answered for: pid/comm/tid of the closer,
+					 * aux = ms from that close to this RST,
+					 * span_ms = ms the connection had been idle
+					 * when it was closed */
 
 /* Execution context (rst_event.ctx): who `current` is. */
 #define RST_CTX_TASK		0	/* a user task in a system call: it is the actor */
@@ -55,6 +60,11 @@
 #define RST_STAT_FILTERED	2
 #define RST_STAT_MAX		3
 
+/*
+ * rst_event.aux by kind: SIG_HANDLED: the handler's low bits; EXIT and a CLOSE
+ * with RST_F_EXITING: the signal; RECV_RESET: bytes the victim had written
+ * that the peer never acknowledged; CLOSER: ms from the close to the RST.
+ */
 struct rst_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 skaddr;		/* struct sock * (0: none) */
@@ -65,8 +75,8 @@ struct rst_event {
 	__u32 tid;		/* pid of current */
 	__s32 err;		/* errno (sk_err for CLOSE), or exit code for RST_EV_EXIT */
 	__u32 reason;		/* enum sk_rst_reason value or RST_REASON_NONE */
-	__u32 bytes;		/* unread bytes discarded (FIN excluded) */
-	__u32 aux;		/* SIG_HANDLED: handler low bits; EXIT, F_EXITING: signal */
+	__u32 bytes;		/* unread bytes discarded; RECV_RESET, DESTROY: unread (FIN excluded) */
+	__u32 aux;		/* see below */
 	__u32 span_ms;		/* CLOSE on error: ms the oldest segment waited; CWAIT_END: age */
 	__u16 flags;		/* RST_F_* */
 	__u16 family;		/* AF_INET / AF_INET6 */

@@ -42,10 +42,12 @@ KIND_TEXT = {
     ),
     "write-after-close": (
         "peer wrote after the other side had closed -> RST",
-        "one side closed the connection (FIN) and forgot it; the other kept writing, and the "
-        "closed side's kernel (TIME_WAIT or orphaned socket) answered with RST",
-        "close the socket when read returns 0 (EOF) instead of writing more; handle EPIPE or use "
-        "MSG_NOSIGNAL",
+        "one side closed the connection (FIN), typically a server closing an idle keep-alive "
+        "connection; the other side wrote on it anyway (a pooled client reusing it), and the "
+        "closed side's kernel (orphaned, TIME_WAIT or listening socket) answered with RST",
+        "mismatched idle timeouts: a client pool must drop idle connections before the server's "
+        "keep-alive timeout does (pool idle timeout < server keep-alive timeout), and retry "
+        "idempotent requests on ECONNRESET; a peer that read EOF must close instead of writing",
     ),
     "no-socket": (
         "RST: no socket for this connection (peer restarted or forgot it)",
@@ -131,6 +133,8 @@ REASON_KIND = {
 CAUSE_KINDS = ("process-killed", "abort-on-close", "linger-zero", "socket-destroyed", "linger2-abort")
 TIMEOUT_ERRORS = ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN")
 SIGPIPE_FATES = ("killed", "handled", "ignored", "none", "delivered")
+# What the incident did to the process on the other end: the first question an operator asks.
+IMPACTS = ("killed", "failed-call", "unaffected", "unknown")
 # Sockets closed by killed processes, remembered to explain a later RST to their peers.
 KILLED_MEMORY = 4096
 
@@ -149,6 +153,17 @@ class Victim:
     exit_signal: int | None = None
     closed: bool = False
     ino: int = 0  # socket inode, to find the owner when it made no call
+    unread_at_reset: int | None = None  # bytes it had received but not read when the RST came
+    unacked_at_reset: int | None = None  # bytes it had written that the peer never acknowledged
+    unread_at_close: int | None = None  # bytes still unread when its socket was freed
+
+    @property
+    def impact(self) -> str:
+        if self.exit_signal is not None:
+            return "killed"
+        if self.errors:
+            return "failed-call"
+        return "unaffected" if self.pid else "unknown"
 
     def to_dict(self) -> dict:
         return {
@@ -156,6 +171,8 @@ class Victim:
             "addr": self.laddr, "port": self.lport, "state": self.state or None,
             "sk_err": self.sk_err or None,
             "errors": self.errors, "sigpipe": self.sigpipe, "exit_signal": self.exit_signal,
+            "closed": self.closed, "unread_at_reset": self.unread_at_reset,
+            "unacked_at_reset": self.unacked_at_reset, "unread_at_close": self.unread_at_close,
         }
 
 
@@ -194,6 +211,19 @@ class Incident:
     owner: Victim | None = None  # the ending socket's owner, when someone else ended it
     close_wait: dict | None = None  # close-wait: {"age_ns", "closed", "preexisting"}
     fixed_kind: bool = False
+    resets: int = 0  # RSTs of this connection joined into this incident
+    closer_seen: bool = False  # the kernel named who closed the connection with FIN
+    close_to_reset_ms: int | None = None  # from that FIN close to the (first) RST
+    idle_before_close_ms: int | None = None  # how long the connection was idle when closed
+
+    @property
+    def impact(self) -> str:
+        """Worst of what the incident did to the processes on the suffering side."""
+        found = {s.impact for s in (self.victim, self.owner) if s is not None}
+        for level in IMPACTS:
+            if level in found:
+                return level
+        return "unknown"
 
     @property
     def pending_signal(self) -> bool:
@@ -223,6 +253,10 @@ class Incident:
         vstate = self.victim.state if self.victim else ""
         if vstate == "SYN_SENT":
             return "connection-refused"
+        if self.closer_seen and self.reset_passive:
+            # Data reached a connection this host had closed with FIN, whatever socket
+            # answered it (orphan, TIME_WAIT, the listener, none).
+            return "write-after-close"
         if self.reason in REASON_KIND:
             return REASON_KIND[self.reason]
         if self.reason == "TCP_STATE" and self.reset_state == "FIN_WAIT2" and not self.reset_passive:
@@ -266,6 +300,10 @@ class Incident:
             "close_wait_closed": cw.get("closed"),
             "close_wait_preexisting": cw.get("preexisting"),
             "close_wait_unread": cw.get("unread"),
+            "resets": self.resets,
+            "close_to_reset_ms": self.close_to_reset_ms,
+            "idle_before_close_ms": self.idle_before_close_ms,
+            "impact": self.impact,
             "victim": self.victim.to_dict() if self.victim else None,
             "owner": self.owner.to_dict() if self.owner else None,
             "timestamps": {
@@ -360,6 +398,9 @@ class Correlator:
         self.sigpipe_tids: dict[int, Incident] = _Index()
         # tuple of a socket a killed process closed with FIN -> (pid, comm, signal, ts, netns)
         self.killed: OrderedDict[tuple, tuple[int, str, int, int, int]] = OrderedDict()
+        # (netns, ending side's tuple) of incidents already reported -> incident, so that a
+        # later RST of the same connection is counted with it, not reported again.
+        self.recent: OrderedDict[tuple, Incident] = OrderedDict()
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
         self._handlers: dict = {}  # event kind -> bound _on_<kind> method, or False
 
@@ -438,6 +479,10 @@ class Correlator:
         # them are recognised (and counted) instead of opening new incidents.
         for table in (self.by_tuple, self.by_peer, self.sigpipe_tids):
             table.drop(inc)
+        if inc.laddr:
+            self.recent[(inc.netns, (inc.laddr, inc.lport, inc.raddr, inc.rport))] = inc
+            while len(self.recent) > KILLED_MEMORY:
+                self.recent.popitem(last=False)
         for who in (inc.victim, inc.owner):
             if who is not None and not who.pid and self.owner_of and who.ino:
                 found = self.owner_of(who.ino)
@@ -456,6 +501,14 @@ class Correlator:
     def _note_task(self, who: Victim, ev: Event) -> None:
         if ev.ctx == "task" and not who.pid:
             who.pid, who.comm = ev.pid, ev.comm
+
+    def _look_up_owner(self, who: Victim) -> None:
+        """Name a suffering socket's owner from /proc as soon as its RST is seen, while the
+        owner most likely still holds it (its own later events in task context name it too)."""
+        if not who.pid and who.ino and self.owner_of:
+            found = self.owner_of(who.ino)
+            if found:
+                who.pid, who.comm = found
 
     def _attach_victim(self, inc: Incident, ev: Event) -> None:
         inc.victim = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.state, ino=ev.ino)
@@ -558,9 +611,18 @@ class Correlator:
             # A reset from the same host for a connection already reported (a killed process's
             # socket answering from TIME_WAIT): same tuple, same namespace.
             inc = self.by_tuple.get(ev.tuple)
-            if inc is not None and (inc.reset_seen or inc.netns != ev.netns
-                                    or ev.ts_ns - inc.last_ns > self.match_window_ns):
+            if inc is not None and (inc.netns != ev.netns or ev.ts_ns - inc.last_ns > self.match_window_ns):
                 inc = None
+            if inc is not None and inc.reset_seen and ev.has("passive"):
+                # A later RST of the same connection (the rest of a burst, answered by the
+                # TIME_WAIT socket and then by the listener): the same incident.
+                inc.resets += 1
+                return inc
+            if inc is None:
+                done = self.recent.get((ev.netns, ev.tuple))
+                if done is not None and ev.ts_ns - done.last_ns <= self.match_window_ns:
+                    done.resets += 1
+                    return done  # already reported: counted as late
         if inc is None:
             peer = self.by_peer.get(_reverse(ev.tuple))
             if peer is not None and ev.ts_ns - peer.last_ns <= self.match_window_ns:
@@ -579,6 +641,7 @@ class Correlator:
         inc.reason = ev.reason
         inc.reset_ns = ev.ts_ns
         inc.reset_seen = True
+        inc.resets += 1
         inc.reset_passive = ev.has("passive")
         inc.reset_nosk = ev.has("nosk")
         inc.reset_state = "" if ev.state in ("", "UNKNOWN") else ev.state
@@ -605,6 +668,8 @@ class Correlator:
         # event for it); connect() gets it at once.
         v = inc.victim
         assert v is not None
+        v.unread_at_reset, v.unacked_at_reset = ev.bytes, ev.unacked
+        self._look_up_owner(v)
         v.sk_err = {"SYN_SENT": "ECONNREFUSED", "CLOSE_WAIT": "EPIPE"}.get(ev.state, "ECONNRESET")
         if ev.state == "SYN_SENT":
             self._connect_failed(v, replace(ev, err="ECONNREFUSED"))
@@ -669,10 +734,32 @@ class Correlator:
     def _on_destroy(self, ev: Event) -> Incident | None:
         key = (ev.netns, ev.sk)
         inc = self.socks.pop(key, None)
+        who = None
         if inc is not None and inc.victim_sk == key and inc.victim is not None:
-            inc.victim.closed = True
+            who = inc.victim
         elif inc is not None and inc.owner is not None:
-            inc.owner.closed = True
+            who = inc.owner
+        if who is not None:
+            # Freed by its owner's own close() (or exit): that names the owner even when
+            # none of its calls failed.
+            self._note_task(who, ev)
+            who.closed = True
+            who.unread_at_close = ev.bytes
+        return inc
+
+    def _on_closer(self, ev: Event) -> Incident | None:
+        """The kernel remembered who closed this connection with FIN before the RST."""
+        inc = self.by_tuple.get(ev.tuple)
+        if inc is None or inc.netns != ev.netns:
+            inc = self.recent.get((ev.netns, ev.tuple))
+        if inc is None or inc.closer_seen:
+            return inc
+        inc.closer_seen = True
+        inc.close_to_reset_ms, inc.idle_before_close_ms = ev.ago_ms, ev.span_ms
+        if not inc.culprit_pid:
+            inc.culprit_pid, inc.culprit_comm, inc.culprit_ctx = ev.pid, ev.comm, "task"
+        if inc.close_ns is None:
+            inc.close_ns = ev.ts_ns - ev.ago_ms * 1_000_000
         return inc
 
     def _on_cwait_end(self, ev: Event) -> Incident:

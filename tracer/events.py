@@ -85,7 +85,10 @@ class Event:
     signal: int = 0  # exit: the fatal signal; close with flag exiting: the signal the closer died of
     retrans: int = 0  # close after an error: unanswered retransmissions
     probes: int = 0  # close after an error: unanswered keepalive/zero-window probes
-    span_ms: int = 0  # close after a timeout: how long the oldest segment waited; cwait_end: age
+    span_ms: int = 0  # close after a timeout: how long the oldest segment waited; cwait_end: age;
+    # closer: how long the connection had been idle when it was closed
+    unacked: int = 0  # recv_reset: bytes the victim had written that the peer never acknowledged
+    ago_ms: int = 0  # closer: ms from that close to the RST
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -182,6 +185,10 @@ class Decoder:
             ev.err = errno_name(err)
             if flags & _EXITING:
                 ev.signal = aux
+            elif kind == "recv_reset":
+                ev.unacked = aux
+            elif kind == "closer":
+                ev.ago_ms = aux
         if reason != REASON_NONE:
             ev.reason = self.reasons.get(reason, str(reason))
         if sig_result != SIG_NONE:

@@ -44,6 +44,8 @@ OFFSETS = (
     ("INET_SPORT", "inet_sock", "inet_sport"),
     ("TCP_RCV_NXT", "tcp_sock", "rcv_nxt"),
     ("TCP_COPIED_SEQ", "tcp_sock", "copied_seq"),
+    ("TCP_WRITE_SEQ", "tcp_sock", "write_seq"),
+    ("TCP_SND_UNA", "tcp_sock", "snd_una"),
     ("TCP_RETRANS_STAMP", "tcp_sock", "retrans_stamp"),
     ("TCP_MSTAMP", "tcp_sock", "tcp_mstamp"),
     ("TCP_LINGER2", "tcp_sock", "linger2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal as _signal
 from collections import Counter
 
+from .correlate import IMPACTS
 from .tracefile import dumps
 
 
@@ -81,8 +82,16 @@ def _head(inc: dict) -> str:
     if kind == "socket-destroyed":
         return f"{culprit} destroyed {conn} (tcp_abort, e.g. ss -K) -> RST"
     if kind == "write-after-close":
+        resets = _resets(inc)
+        if inc.get("close_to_reset_ms") is not None:
+            # The kernel remembered the close: who, how idle the connection was, how long ago.
+            idle = seconds(inc.get("idle_before_close_ms"), 1000)
+            later = seconds(inc["close_to_reset_ms"], 1000)
+            writer = _who(inc.get("victim"), "the peer")
+            return (f"{culprit} closed {conn} (FIN) after {idle} idle; {later} later {writer} wrote "
+                    f"-> RST{resets}{reason}")
         who = culprit if inc.get("culprit") else local
-        return f"{who} had closed {conn}; the peer kept writing -> RST{reason}"
+        return f"{who} had closed {conn}; the peer kept writing -> RST{resets}{reason}"
     if kind == "no-socket":
         return f"{local} has no socket for the connection from {remote} (restarted?) -> RST{reason}"
     if kind == "connection-refused":
@@ -110,6 +119,34 @@ def _head(inc: dict) -> str:
     return f"{culprit} {conn} {inc['summary']}{reason}"
 
 
+def _resets(inc: dict) -> str:
+    n = inc.get("resets") or 0
+    return f" x{n}" if n > 1 else ""
+
+
+def _untroubled(v: dict) -> str:
+    """What a side that got the RST did, when none of its calls failed."""
+    got = "got the RST"
+    if v.get("unacked_at_reset"):
+        got += f" while sending ({v['unacked_at_reset']} bytes unacknowledged)"
+    unread = v.get("unread_at_reset")
+    if unread:
+        got += f" with {unread} bytes unread"
+    if v.get("closed"):
+        left = v.get("unread_at_close")
+        if unread and left == 0:
+            done = "read them and closed"
+        elif left:
+            done = f"closed with {left} bytes unread"
+        else:
+            done = "closed"
+    elif v.get("exit_signal"):
+        done = f"was killed by {signame(v['exit_signal'])}"
+    else:
+        done = "still holds the socket"
+    return f"{got}; {done} (no call failed)"
+
+
 def chain_lines(inc: dict, explain: bool = False) -> list[str]:
     """The incident as text: the ending side, then who suffered (and, with explain, why/fix)."""
     lines = [_head(inc)]
@@ -120,8 +157,8 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
     elif v is None:
         lines.append("  -> peer not seen on this host")
     else:
-        parts = _fate(v) or ["no call failed yet"]
-        lines.append(f"  -> {_who(v)} " + ", ".join(parts))
+        parts = _fate(v)
+        lines.append(f"  -> {_who(v)} " + (", ".join(parts) if parts else _untroubled(v)))
     owner = inc.get("owner")
     if owner is not None:
         parts = _fate(owner) or ["no call failed yet"]
@@ -136,11 +173,18 @@ def to_json(inc: dict) -> str:
     return dumps(inc)
 
 
-def summary(incidents: list[dict] | Counter, stats: dict) -> list[str]:
-    """`incidents`: the incidents, or just their count by kind."""
-    kinds = incidents if isinstance(incidents, Counter) else Counter(i["kind"] for i in incidents)
+def summary(incidents: list[dict] | Counter, stats: dict, impacts: Counter | None = None) -> list[str]:
+    """`incidents`: the incidents, or just their count by kind (and `impacts` by impact)."""
+    if isinstance(incidents, Counter):
+        kinds = incidents
+    else:
+        kinds = Counter(i["kind"] for i in incidents)
+        impacts = Counter(i.get("impact", "unknown") for i in incidents)
     lines = [f"{sum(kinds.values())} incident(s)" + (": " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
                                                  if kinds else "")]
+    if impacts:
+        lines.append("impact on the other side: " + ", ".join(
+            f"{k} {impacts[k]}" for k in IMPACTS if impacts[k]))
     lines.append(
         f"events: {stats.get('emitted', 0)} received, {stats.get('lost', 0)} lost, "
         f"{stats.get('filtered', 0)} filtered in kernel, {stats.get('late', 0)} after their incident"

@@ -67,6 +67,7 @@ class Session:
         self._lost_reported = 0
         self.incidents: list[dict] = []
         self.kinds: Counter[str] = Counter()
+        self.impacts: Counter[str] = Counter()
         self.wall_offset_ns = clocks()["wall_offset_ns"]
         self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners())
         self.cwait: CloseWaitWatch | None = None
@@ -270,6 +271,7 @@ class Session:
             if not self.config.filters.matches(d):
                 continue
             self.kinds[d["kind"]] += 1
+            self.impacts[d["impact"]] += 1
             if self.keep_incidents:
                 self.incidents.append(d)
             if self.sinks.on_incident:

@@ -69,6 +69,14 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 			rst_fill_common(&e, sk);
 			e.newstate = state;
 			e.flags |= RST_F_NOSK;
+		} else if (state == RST_TCP_LISTEN && skb) {
+			/* A listener answers segments of connections it does not
+			 * hold (the late segments of a connection whose TIME_WAIT
+			 * socket just reset it): the connection is the segment's. */
+			rst_fill_from_skb(&e, skb);
+			e.netns = rst_sk_netns(sk);
+			e.newstate = state;
+			e.flags |= RST_F_NOSK;
 		} else {
 			rst_fill_reset_sock(&e, sk);
 		}
@@ -77,6 +85,9 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 		e.flags |= RST_F_NOSK;
 	}
 	rst_emit(ctx, &e);
+	/* Answering data on a connection closed here: say who closed it. */
+	if (skb && (e.flags & (RST_F_NOSK | RST_F_ORPHAN)))
+		rst_report_closer(ctx, &e);
 	return 0;
 }
 
@@ -91,6 +102,8 @@ RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 	e.bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
 	if ((e.flags & RST_F_FIN) && e.bytes)
 		e.bytes--;
+	/* What the victim was still sending: written, never acknowledged. */
+	e.aux = RD(sk, OFF_TCP_WRITE_SEQ, u32) - RD(sk, OFF_TCP_SND_UNA, u32);
 	rst_emit(ctx, &e);
 	return 0;
 }

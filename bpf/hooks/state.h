@@ -71,10 +71,15 @@ static __always_inline void rst_fin_close_report(void *ctx, const void *sk, int 
 static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstate, int newstate)
 {
 	u64 task = bpf_get_current_task();
+	u32 tflags = RD(task, OFF_TASK_FLAGS, u32);
 
+	/* The side that closes first (FIN_WAIT1) is the one whose closed socket
+	 * may later answer the peer's data with RST: remember who closed it. */
+	if (newstate == RST_TCP_FIN_WAIT1 && !(tflags & RST_PF_KTHREAD))
+		rst_remember_closer(sk);
 	/* Paid by every connection's close: one or two reads decide, before anything
 	 * else. TCP_LINGER2 matters only on the way to FIN_WAIT2. */
-	if (!(RD(task, OFF_TASK_FLAGS, u32) & RST_PF_EXITING) &&
+	if (!(tflags & RST_PF_EXITING) &&
 	    (newstate != RST_TCP_FIN_WAIT1 || RD(sk, OFF_TCP_LINGER2, int) >= 0))
 		return;
 	if (!rst_is_tcp(sk))
@@ -192,6 +197,10 @@ static __always_inline void rst_destroyed(void *ctx, const void *sk)
 	rst_fill_task(ctx, &e);
 	rst_fill_sock(&e, sk);
 	e.kind = RST_EV_DESTROY;
+	/* What the owner left unread: 0 when it read everything before closing. */
+	e.bytes = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
+	if ((e.flags & RST_F_FIN) && e.bytes)
+		e.bytes--;
 	rst_emit(ctx, &e);
 	rst_untrack((u64)sk);
 }
