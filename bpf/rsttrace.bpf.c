@@ -414,16 +414,25 @@ static __always_inline void rst_remember_closer(const void *sk)
 	rst_closers.update(&key, &c);
 }
 
-/* After a passive RST `r` from a socket that is closed (orphan, TIME_WAIT,
- * listener, none): the process that closed this connection, if it closed it
- * with FIN not long ago. */
-static __always_inline void rst_report_closer(void *ctx, const struct rst_event *r)
+/* After an RST `r` on a connection that this host may have closed with FIN:
+ * the process that closed it, if it did so within the LRU's memory. `r` is
+ * the closed side's passive RST (peer = 0), or the RST as the peer received
+ * it (peer = 1: kernels before 6.10 report no RST sent from TIME_WAIT). */
+static __always_inline void rst_report_closer(void *ctx, const struct rst_event *r, int peer)
 {
 	struct rst_conn key = {};
 	struct rst_closer *c;
 	struct rst_event e = {};
 
-	rst_conn_key(&key, r);
+	if (peer) {
+		__builtin_memcpy(key.saddr, r->daddr, 16);
+		__builtin_memcpy(key.daddr, r->saddr, 16);
+		key.sport = r->dport;
+		key.dport = r->sport;
+		key.netns = r->netns;
+	} else {
+		rst_conn_key(&key, r);
+	}
 	c = rst_closers.lookup(&key);
 	if (!c)
 		return;
@@ -438,13 +447,15 @@ static __always_inline void rst_report_closer(void *ctx, const struct rst_event 
 	e.span_ms = c->idle_ms;
 	__builtin_memcpy(e.comm, c->comm, 16);
 	e.family = r->family;
-	e.netns = r->netns;
-	e.sport = r->sport;
-	e.dport = r->dport;
+	e.netns = key.netns;
+	e.sport = key.sport;
+	e.dport = key.dport;
+	/* Which RST asked: the closed side's (passive, its socket's state) or the
+	 * peer's receipt of it (its state: CLOSE_WAIT). */
+	e.flags = RST_F_NOSK | (peer ? 0 : RST_F_PASSIVE);
 	e.newstate = r->newstate;
-	e.flags = RST_F_NOSK;
-	__builtin_memcpy(e.saddr, r->saddr, 16);
-	__builtin_memcpy(e.daddr, r->daddr, 16);
+	__builtin_memcpy(e.saddr, key.saddr, 16);
+	__builtin_memcpy(e.daddr, key.daddr, 16);
 	rst_emit(ctx, &e);
 }
 

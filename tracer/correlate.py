@@ -751,6 +751,9 @@ class Correlator:
         """The kernel remembered who closed this connection with FIN before the RST."""
         inc = self.by_tuple.get(ev.tuple)
         if inc is None or inc.netns != ev.netns:
+            # No RST from the closed side seen (yet, or at all before 6.10): the peer's.
+            inc = self.by_peer.get(_reverse(ev.tuple))
+        if inc is None:
             inc = self.recent.get((ev.netns, ev.tuple))
         if inc is None or inc.closer_seen:
             return inc

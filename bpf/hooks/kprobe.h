@@ -94,7 +94,7 @@ static __always_inline int rst_kp_send_reset_nosk(void *ctx, const void *sk, con
 		rst_fill_from_skb(&e, skb);
 	}
 	rst_emit(ctx, &e);
-	rst_report_closer(ctx, &e);
+	rst_report_closer(ctx, &e, 0);
 	return 0;
 }
 

@@ -87,7 +87,7 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 	rst_emit(ctx, &e);
 	/* Answering data on a connection closed here: say who closed it. */
 	if (skb && (e.flags & (RST_F_NOSK | RST_F_ORPHAN)))
-		rst_report_closer(ctx, &e);
+		rst_report_closer(ctx, &e, 0);
 	return 0;
 }
 
@@ -105,6 +105,10 @@ RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 	/* What the victim was still sending: written, never acknowledged. */
 	e.aux = RD(sk, OFF_TCP_WRITE_SEQ, u32) - RD(sk, OFF_TCP_SND_UNA, u32);
 	rst_emit(ctx, &e);
+	/* The peer had closed (FIN): if it was closed on this host, say who,
+	 * also where the kernel reports no RST sent from TIME_WAIT (< 6.10). */
+	if (e.newstate == RST_TCP_CLOSE_WAIT)
+		rst_report_closer(ctx, &e, 1);
 	return 0;
 }
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.tracer_proc import Tracer
+from tests.integration.test_stories import early_reply
 from tracer import scenarios
 
 DATA = Path(__file__).parent
@@ -58,6 +59,7 @@ SCENARIOS = {
     "refused": _in_ns(lambda ns: scenarios.refused(ns, port=7)),
     "close_wait": _in_ns(_close_wait, "--close-wait", "1"),
     "write_after_close": _in_ns(lambda ns: scenarios.write_after_close(ns)),
+    "early_reply": _in_ns(lambda ns: early_reply(ns)),
     "rto_timeout": _hosts(lambda h, port, t: scenarios.peer_timeout(h, False, port=port, before_cleanup=t.stop)),
     "keepalive_timeout": _hosts(lambda h, port, t: scenarios.peer_timeout(h, True, port=port, before_cleanup=t.stop)),
     "crash_reboot": _hosts(lambda h, port, t: scenarios.crash_reboot(h, port=port)),

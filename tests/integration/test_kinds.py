@@ -281,7 +281,9 @@ def test_write_after_close(ns):
     assert inc["kind"] == "write-after-close"
     # From TIME_WAIT, or from the orphan still in FIN_WAIT2 when the data came (TCPAbortOnData).
     assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", None)
-    assert inc["culprit"] is None  # a normal close is not followed: the server is not named
+    # A normal close is remembered in the kernel (an LRU of closers), so the RST names it.
+    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
+    assert inc["resets"] == 1
     assert inc["local"] == lo(res.server_port)
     v = inc["victim"]
     assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "CLOSE_WAIT")

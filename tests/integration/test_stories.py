@@ -23,54 +23,63 @@ def comm_of(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
-def test_victim_whose_calls_all_succeed_is_named(ns):
+HEAD, BODY, REPLY = 100, 5000, 200
+
+
+def early_reply(ns) -> dict:
     """The server answers early and closes with the body unread; the client reads the answer
-    and closes. No call of the client fails, yet it is the victim, named from its own close."""
-    head, body, reply = 100, 5000, 200
-    sizes = ["--head", str(head), "--body", str(body), "--reply", str(reply)]
+    and closes. Returns pids, comms, what the server's kernel held unread, and the counters."""
+    sizes = ["--head", str(HEAD), "--body", str(BODY), "--reply", str(REPLY)]
+    before = ns.counters()
+    with scenarios.Proc(ns, [sys.executable, DRIVER, "server", *sizes]) as server:
+        port = int(server.expect("listening").split()[1])
+        with scenarios.Proc(ns, [sys.executable, DRIVER, "client", str(port), *sizes]) as client:
+            client.expect("connected")
+            server.expect("accepted")
+            client.expect("sent")
+            server.send("reply")
+            server.expect("replied")
+            comms = comm_of(server.pid), comm_of(client.pid)
+            server.send("close")
+            unread = int(server.expect("closing").split("=")[1])
+            server.expect("closed")
+            client_port = int(client.lines[0].split("sport=")[1])
+            scenarios._Run(server, client, port, client_port, ns).wait_reset_received()
+            client.send("go")
+            read = client.expect("read")
+            client.expect("closed")
+            client_rc = client.wait()
+            server.send("exit")
+            server_rc = server.wait()
+    after = ns.counters()
+    return {"server": (server.pid, comms[0]), "client": (client.pid, comms[1]), "unread": unread,
+            "read": read, "rc": (server_rc, client_rc),
+            "delta": {k: after.get(k, 0) - before.get(k, 0) for k in ("TcpExt.TCPAbortOnClose", "Tcp.OutRsts")}}
+
+
+def test_victim_whose_calls_all_succeed_is_named(ns):
+    """No call of the client fails, yet it is the victim: named from its own close."""
     with Tracer("--netns", str(ns.inode)) as t:
-        before = ns.counters()
-        with scenarios.Proc(ns, [sys.executable, DRIVER, "server", *sizes]) as server:
-            port = int(server.expect("listening").split()[1])
-            with scenarios.Proc(ns, [sys.executable, DRIVER, "client", str(port), *sizes]) as client:
-                client.expect("connected")
-                server.expect("accepted")
-                client.expect("sent")
-                server.send("reply")
-                server.expect("replied")
-                server_comm, client_comm = comm_of(server.pid), comm_of(client.pid)
-                server.send("close")
-                unread = int(server.expect("closing").split("=")[1])
-                server.expect("closed")
-                client_port = int(client.lines[0].split("sport=")[1])
-                run = scenarios._Run(server, client, port, client_port, ns)
-                run.wait_reset_received()
-                client.send("go")
-                assert client.expect("read") == f"read {reply}"
-                client.expect("closed")
-                assert client.wait() == 0
-                server.send("exit")
-                assert server.wait() == 0
-        after = ns.counters()
+        res = early_reply(ns)
         incidents, err, rc = t.stop()
     assert rc == 0, err
+    assert res["rc"] == (0, 0) and res["read"] == f"read {REPLY}"
     # The kernel's own account: one abort on close, one RST, the body it threw away.
-    assert unread == body
-    assert after["TcpExt.TCPAbortOnClose"] - before.get("TcpExt.TCPAbortOnClose", 0) == 1
-    assert after["Tcp.OutRsts"] - before.get("Tcp.OutRsts", 0) == 1
+    assert res["unread"] == BODY
+    assert res["delta"] == {"TcpExt.TCPAbortOnClose": 1, "Tcp.OutRsts": 1}
     [inc] = incidents
     assert inc["kind"] == "abort-on-close"
-    assert inc["culprit"] == {"pid": server.pid, "comm": server_comm}
-    assert inc["bytes_discarded"] == body
+    assert inc["culprit"] == {"pid": res["server"][0], "comm": res["server"][1]}
+    assert inc["bytes_discarded"] == BODY
     assert inc["resets"] == 1
     v = inc["victim"]
-    assert (v["pid"], v["comm"]) == (client.pid, client_comm)
+    assert (v["pid"], v["comm"]) == res["client"]
     assert v["errors"] == [] and v["sigpipe"] is None and v["exit_signal"] is None
-    assert (v["unread_at_reset"], v["unacked_at_reset"], v["unread_at_close"]) == (reply, 0, 0)
+    assert (v["unread_at_reset"], v["unacked_at_reset"], v["unread_at_close"]) == (REPLY, 0, 0)
     assert v["closed"] is True
     assert inc["impact"] == "unaffected"
     lines = render.chain_lines(inc)
-    assert lines[1] == (f"  -> {client_comm}[{client.pid}] got the RST with {reply} bytes unread; "
+    assert lines[1] == (f"  -> {res['client'][1]}[{res['client'][0]}] got the RST with {REPLY} bytes unread; "
                         "read them and closed (no call failed)")
 
 

@@ -27,6 +27,7 @@ KINDS = {
     "keepalive_timeout": ["keepalive-timeout"],
     "crash_reboot": ["no-socket", "process-killed"],
     "write_after_close": ["write-after-close"],
+    "early_reply": ["abort-on-close"],
 }
 
 
@@ -73,8 +74,12 @@ def test_chain_lines_name_what_happened():
 
 def as_on_old_kernel(evs: list[Event]) -> list[Event]:
     """What kernels before 6.10 show: no reset reason, and no tcp_send_reset for resets sent
-    without a full socket (TIME_WAIT minisock or none)."""
-    return [replace(e, reason=None) for e in evs if not (e.kind == "send_reset" and e.has("nosk"))]
+    without a full socket (TIME_WAIT minisock or none; a listener is a full socket), nor the
+    closer that such a reset would have looked up."""
+    def unseen(e: Event) -> bool:
+        return (e.kind in ("send_reset", "closer") and e.has("nosk") and e.has("passive")
+                and e.state != "LISTEN")
+    return [replace(e, reason=None) for e in evs if not unseen(e)]
 
 
 # Without reasons the kinds come from the close path and from what the victim received.
@@ -113,3 +118,80 @@ def test_kinds_decided_by_the_reason_alone(reason, state, flags, kind):
     [inc] = [i.to_dict() for i in Correlator(settle_ns=10**8).run([_reset(reason, state, flags=flags)])]
     assert (inc["kind"], inc["reason"]) == (kind, reason)
     assert inc["explanation"] == KIND_TEXT[kind][1]
+
+
+def test_write_after_close_names_the_closer_on_every_kernel():
+    """The kernel remembered who closed with FIN: found from the closed side's RST (6.10+) or,
+    where no RST from TIME_WAIT is reported, from the peer's receipt of it."""
+    [live] = recorded("write_after_close")
+    for evs in (events_of("write_after_close.jsonl"), as_on_old_kernel(events_of("write_after_close.jsonl"))):
+        [inc] = incidents(evs)
+        assert inc["kind"] == "write-after-close"
+        assert inc["culprit"] == live["culprit"] and inc["culprit"]["comm"] == "rst_server"
+        assert inc["close_to_reset_ms"] == live["close_to_reset_ms"]
+        assert inc["idle_before_close_ms"] == live["idle_before_close_ms"]
+        assert inc["victim"]["pid"] == live["victim"]["pid"]
+    assert chain_lines(live)[0].startswith(f"rst_server[{live['culprit']['pid']}] closed ")
+
+
+def _closer(ts: int, **kw) -> Event:
+    base = dict(ts_ns=ts, kind="closer", pid=812, tid=812, comm="server", netns=1, laddr="10.0.0.1",
+                lport=8080, raddr="10.0.0.2", rport=51234, state="TIME_WAIT", flags=["nosk", "passive"],
+                ago_ms=300, span_ms=300_000)
+    base.update(kw)
+    return Event(**base)
+
+
+def test_a_burst_of_rsts_is_one_incident_with_its_closer():
+    """The TIME_WAIT socket answers the first segment, the listener the rest (addresses from
+    the segments): one incident, every RST counted, the closer named, even when a late RST
+    comes after the incident was reported."""
+    common = dict(netns=1, laddr="10.0.0.1", lport=8080, raddr="10.0.0.2", rport=51234, ctx="irq")
+    evs = [
+        Event(ts_ns=10**9, kind="send_reset", state="TIME_WAIT", reason="TCP_TIMEWAIT_SOCKET",
+              flags=["passive", "nosk"], **common),
+        _closer(10**9 + 1),
+        Event(ts_ns=10**9 + 2, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
+              flags=["passive", "nosk"], **common),
+        _closer(10**9 + 3, state="LISTEN"),
+        Event(ts_ns=10**9 + 4, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
+              flags=["passive", "nosk"], **common),
+        # After the incident was reported (settle 0.1 s): counted with it, not a new incident.
+        Event(ts_ns=10**9 + 5 * 10**8, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
+              flags=["passive", "nosk"], **common),
+    ]
+    c = Correlator(settle_ns=10**8)
+    [inc] = [i.to_dict() for i in c.run(evs)]
+    assert inc["kind"] == "write-after-close" and inc["reason"] == "TCP_TIMEWAIT_SOCKET"
+    assert inc["culprit"] == {"pid": 812, "comm": "server"}
+    assert (inc["close_to_reset_ms"], inc["idle_before_close_ms"]) == (300, 300_000)
+    assert inc["resets"] == 3 and c.stats["late"] == 1
+    assert (inc["local"], inc["remote"]) == ({"addr": "10.0.0.1", "port": 8080}, {"addr": "10.0.0.2", "port": 51234})
+    assert inc["impact"] == "unknown"
+    assert chain_lines(inc)[0] == ("server[812] closed 10.0.0.1:8080<-10.0.0.2:51234 (FIN) after 5m00s idle; "
+                                   "0.3 s later the peer wrote -> RST x3 [TCP_TIMEWAIT_SOCKET]")
+
+
+@pytest.mark.parametrize("victim,impact", [
+    (dict(exit_signal=13, errors=[{"call": "write", "errno": "EPIPE"}]), "killed"),
+    (dict(errors=[{"call": "read", "errno": "ECONNRESET"}]), "failed-call"),
+    (dict(pid=42), "unaffected"),
+    (dict(), "unknown"),
+])
+def test_impact_is_what_the_other_side_suffered(victim, impact):
+    from tracer.correlate import Incident, Victim
+    inc = Incident(id=1, kind="abort-on-close", first_ns=0, last_ns=0, victim=Victim(**victim))
+    assert inc.to_dict()["impact"] == impact
+    assert Incident(id=2, kind="reset-received", first_ns=0, last_ns=0).to_dict()["impact"] == "unknown"
+
+
+def test_a_victim_that_made_no_failing_call_is_named_from_its_close():
+    """Its socket was freed by its own close(): that event names it, and it stays named however
+    late the events are read (no /proc lookup: the replay has no owner resolver)."""
+    [live] = recorded("early_reply")
+    [inc] = incidents(events_of("early_reply.jsonl"))
+    v = inc["victim"]
+    assert v["pid"] == live["victim"]["pid"] and v["comm"] == live["victim"]["comm"]
+    assert v["errors"] == [] and inc["impact"] == "unaffected"
+    assert chain_lines(inc)[1] == (f"  -> {v['comm']}[{v['pid']}] got the RST with 200 bytes unread; "
+                                   "read them and closed (no call failed)")
