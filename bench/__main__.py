@@ -124,28 +124,38 @@ def bpfcost(p: dict, wd: Path) -> dict:
     overhead that noise from other load cannot blur."""
     out = {}
     for mix, (u, l) in MIXES.items():
-        with h.churn_netns() as ns, h.BpfStats():
-            h.prepare_netns(ns)
-            tp = h.TracerProc("rsttrace", wd)
-            tp.start()
-            s0 = h.bpf_prog_stats(tp.pid)
-            rep = h.run_churn(ns, seconds=p["seconds"], unread_bp=u, linger_bp=l)
-            s1 = h.bpf_prog_stats(tp.pid)
-            st = tp.stop()
-            st.outfile.unlink()
-        n = rep["connections"]
-        progs = {}
-        for name, (c1, t1) in s1.items():
-            c0, t0 = s0.get(name, (0, 0))
-            if c1 > c0:
-                progs[name] = {"runs_per_conn": round((c1 - c0) / n, 2),
-                               "ns_per_run": round((t1 - t0) / (c1 - c0)),
-                               "ns_per_conn": round((t1 - t0) / n)}
-        total = sum(x["ns_per_conn"] for x in progs.values())
-        out[mix] = {"connections": n, "conn_per_s": rep["conn_per_s"], "programs": progs,
-                    "ns_per_conn": total, "lost": st.lost}
-        log(f"bpfcost {mix}: {total} ns of BPF per connection")
+        out[mix] = _bpfcost_run(p, wd, u, l)
+        log(f"bpfcost {mix}: {out[mix]['ns_per_conn']} ns of BPF per connection")
+        # The price of remembering every close's closer (a cache write per connection), from
+        # the same build without it, run right after.
+        bare = _bpfcost_run(p, wd, u, l, env={"RSTTRACE_BENCH_NO_CLOSERS": "1"})
+        out[mix]["without_closers_ns_per_conn"] = bare["ns_per_conn"]
+        out[mix]["closers_ns_per_conn"] = out[mix]["ns_per_conn"] - bare["ns_per_conn"]
+        log(f"bpfcost {mix}: closers cache {out[mix]['closers_ns_per_conn']} ns per connection")
     return out
+
+
+def _bpfcost_run(p: dict, wd: Path, u: int, l: int, env: dict | None = None) -> dict:
+    with h.churn_netns() as ns, h.BpfStats():
+        h.prepare_netns(ns)
+        tp = h.TracerProc("rsttrace", wd, env=env)
+        tp.start()
+        s0 = h.bpf_prog_stats(tp.pid)
+        rep = h.run_churn(ns, seconds=p["seconds"], unread_bp=u, linger_bp=l)
+        s1 = h.bpf_prog_stats(tp.pid)
+        st = tp.stop()
+        st.outfile.unlink()
+    n = rep["connections"]
+    progs = {}
+    for name, (c1, t1) in s1.items():
+        c0, t0 = s0.get(name, (0, 0))
+        if c1 > c0:
+            progs[name] = {"runs_per_conn": round((c1 - c0) / n, 2),
+                           "ns_per_run": round((t1 - t0) / (c1 - c0)),
+                           "ns_per_conn": round((t1 - t0) / n)}
+    total = sum(x["ns_per_conn"] for x in progs.values())
+    return {"connections": n, "conn_per_s": rep["conn_per_s"], "programs": progs,
+            "ns_per_conn": total, "lost": st.lost}
 
 
 def ingest(p: dict, wd: Path) -> dict:

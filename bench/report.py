@@ -110,6 +110,14 @@ def write_report(r: dict, path: Path) -> None:
                 lines.append(f"| {mix} | {name} | {x['runs_per_conn']} | {x['ns_per_run']} | {x['ns_per_conn']} |")
             lines.append(f"| {mix} | **total** | | | **{b['ns_per_conn']}** |")
         lines.append("")
+        if any("closers_ns_per_conn" in b for b in parts["bpfcost"].values()):
+            lines.append("Remembering who closed each connection (the closers cache that names the closer of a "
+                         "write-after-close; budget 300 ns per connection), from the same build without it "
+                         "run right after: " + ", ".join(
+                             f"{mix} {b['closers_ns_per_conn']} ns/conn ({b['ns_per_conn']} vs "
+                             f"{b['without_closers_ns_per_conn']})"
+                             for mix, b in parts["bpfcost"].items() if "closers_ns_per_conn" in b) + ".")
+            lines.append("")
     if "ingest" in parts:
         g = parts["ingest"]
         i = g["incidents"]

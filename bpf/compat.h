@@ -54,6 +54,10 @@
 #define RST_PF_EXITING		0x00000004
 #define RST_PF_KTHREAD		0x00200000
 
+/* One access the compiler may neither split, merge nor move past another. */
+#define WRITE_ONCE_U64(x, v)	(*(volatile u64 *)&(x) = (v))
+#define READ_ONCE_U64(x)	(*(volatile u64 *)&(x))
+
 static __always_inline u16 rst_ntohs(u16 v)
 {
 	return (v >> 8) | (v << 8);

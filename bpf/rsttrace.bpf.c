@@ -45,14 +45,17 @@ BPF_TABLE("lru_hash", struct rst_tuple, u8, rst_peers, 4096);
 /*
  * Who closed a connection with FIN, kept until a later segment on it draws an
  * RST from the closed side (the pooled keep-alive race: the server closes an
- * idle connection, the client reuses it a moment later). Written by every
- * close() of an established connection on the host, so it is an LRU bounded
- * by RST_CLOSERS_MAX: a close older than the last RST_CLOSERS_MAX closes is
- * forgotten and its RST is reported without a closer. Keyed by our side's
- * view of the connection, as the RST's segment shows it.
+ * idle connection, the client reuses it a moment later). Every close() of an
+ * established connection on the host writes it, so it is a direct-mapped
+ * cache, not a hash map: the slot is chosen by hashing the connection, and a
+ * write is a few stores into an array element, no helper and no lock (an LRU
+ * hash update cost ~800 ns per connection, bench/README.md). A newer close
+ * that hashes to the same slot replaces an older one: a close is remembered
+ * for about RST_CLOSERS_SLOTS / (closes per second) seconds. Keyed by our side
+ * of the connection, as the RST's segment shows it.
  */
-#ifndef RST_CLOSERS_MAX
-#define RST_CLOSERS_MAX 16384
+#ifndef RST_CLOSERS_SLOTS
+#define RST_CLOSERS_SLOTS 65536	/* a power of two */
 #endif
 struct rst_conn {
 	u8 saddr[16];
@@ -62,14 +65,13 @@ struct rst_conn {
 	u32 netns;
 };
 struct rst_closer {
-	u64 ts;
+	struct rst_conn conn;
+	u64 ts;		/* 0 while being written */
 	u32 pid;
-	u32 tid;
 	u32 idle_ms;
-	u32 pad;
 	char comm[16];
 };
-BPF_TABLE("lru_hash", struct rst_conn, struct rst_closer, rst_closers, RST_CLOSERS_MAX);
+BPF_ARRAY(rst_closers, struct rst_closer, RST_CLOSERS_SLOTS);
 
 /* Processes whose sockets are reported: their signal deaths pass too. */
 BPF_TABLE("lru_hash", u32, u8, rst_tgids, 4096);
@@ -392,37 +394,92 @@ static __always_inline void rst_conn_key(struct rst_conn *k, const struct rst_ev
 
 /* A close() that sends FIN: remember who did it and how long the connection
  * had been idle (tcp_mstamp: the last segment sent or received, in us of the
- * monotonic clock, as bpf_ktime_get_ns). Paid by every connection's close:
- * the tuple, one helper for comm, one map update. */
+ * monotonic clock, as bpf_ktime_get_ns). Paid by every connection's close, so
+ * the start of sock_common (IPv4 addresses, ports, family: one layout since
+ * 2.6) is read in one go. */
+#define RST_SKC_HEAD 20
+#define RST_SKC_AT(buf, OFF, type) (*(type *)((buf) + (OFF) - OFF_SKC_DADDR))
+_Static_assert(OFF_SKC_RCV_SADDR - OFF_SKC_DADDR + 4 <= RST_SKC_HEAD &&
+	       OFF_SKC_DPORT - OFF_SKC_DADDR + 2 <= RST_SKC_HEAD &&
+	       OFF_SKC_NUM - OFF_SKC_DADDR + 2 <= RST_SKC_HEAD &&
+	       OFF_SKC_FAMILY - OFF_SKC_DADDR + 4 <= RST_SKC_HEAD &&
+	       OFF_SKC_FAMILY >= OFF_SKC_DADDR, "sock_common's head moved");
+
+static __always_inline u32 rst_conn_slot(const struct rst_conn *k)
+{
+	const u32 *w = (const u32 *)k;
+	u32 h = 0x9e3779b9;
+
+	/* The words of the key (40 bytes), mixed as murmur3's finaliser does. */
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*k) / 4); i++) {
+		h ^= w[i];
+		h *= 0x85ebca6b;
+		h ^= h >> 13;
+	}
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h & (RST_CLOSERS_SLOTS - 1);
+}
+
 static __always_inline void rst_remember_closer(const void *sk)
 {
-	struct rst_event e = {};
+	u8 head[RST_SKC_HEAD];
 	struct rst_conn key = {};
-	struct rst_closer c = {};
-	u64 id = bpf_get_current_pid_tgid();
-	u64 last_us = RD(sk, OFF_TCP_MSTAMP, u64);
+	struct rst_closer *c;
+	u64 last_us = RD(sk, OFF_TCP_MSTAMP, u64), now;
+	u32 slot;
+	u16 family;
 
-	rst_fill_common(&e, sk);
-	e.sport = rst_ntohs(RD(sk, OFF_INET_SPORT, u16));
-	rst_conn_key(&key, &e);
-	c.ts = bpf_ktime_get_ns();
-	c.pid = id >> 32;
-	c.tid = (u32)id;
-	if (last_us && c.ts / 1000 > last_us)
-		c.idle_ms = (c.ts / 1000 - last_us) / 1000;
-	bpf_get_current_comm(&c.comm, sizeof(c.comm));
-	rst_closers.update(&key, &c);
+	bpf_probe_read_kernel(head, sizeof(head), (void *)((u64)sk + OFF_SKC_DADDR));
+	family = (RST_SKC_AT(head, OFF_SKC_FAMILY, u32) >> SHIFT_SKC_FAMILY) & MASK_SKC_FAMILY;
+	key.dport = rst_ntohs(RST_SKC_AT(head, OFF_SKC_DPORT, u16));
+	key.sport = RST_SKC_AT(head, OFF_SKC_NUM, u16);
+	if (family == RST_AF_INET6) {
+		bpf_probe_read_kernel(key.saddr, 16, (void *)((u64)sk + OFF_SKC_V6_RCV_SADDR));
+		bpf_probe_read_kernel(key.daddr, 16, (void *)((u64)sk + OFF_SKC_V6_DADDR));
+	} else {
+		__builtin_memcpy(key.saddr, head + OFF_SKC_RCV_SADDR - OFF_SKC_DADDR, 4);
+		__builtin_memcpy(key.daddr, head, 4);
+	}
+	key.netns = rst_sk_netns(sk);
+	slot = rst_conn_slot(&key);
+	c = rst_closers.lookup(&slot);
+	if (!c)
+		return;
+	/* ts is written last and read first and last by the reader (seqlock-like):
+	 * a reader never pairs this key with another close's pid. */
+	WRITE_ONCE_U64(c->ts, 0);
+	c->conn = key;
+	c->pid = bpf_get_current_pid_tgid() >> 32;
+	now = bpf_ktime_get_ns();
+	c->idle_ms = last_us && now / 1000 > last_us ? (now / 1000 - last_us) / 1000 : 0;
+	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+	WRITE_ONCE_U64(c->ts, now);
 }
 
 /* After an RST `r` on a connection that this host may have closed with FIN:
  * the process that closed it, if it did so within the LRU's memory. `r` is
  * the closed side's passive RST (peer = 0), or the RST as the peer received
  * it (peer = 1: kernels before 6.10 report no RST sent from TIME_WAIT). */
+static __always_inline int rst_conn_equal(const struct rst_conn *a, const struct rst_conn *b)
+{
+	const u32 *x = (const u32 *)a, *y = (const u32 *)b;
+	u32 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*a) / 4); i++)
+		diff |= x[i] ^ y[i];
+	return !diff;
+}
+
 static __always_inline void rst_report_closer(void *ctx, const struct rst_event *r, int peer)
 {
 	struct rst_conn key = {};
 	struct rst_closer *c;
 	struct rst_event e = {};
+	u64 ts;
+	u32 slot;
 
 	if (peer) {
 		__builtin_memcpy(key.saddr, r->daddr, 16);
@@ -433,19 +490,24 @@ static __always_inline void rst_report_closer(void *ctx, const struct rst_event 
 	} else {
 		rst_conn_key(&key, r);
 	}
-	c = rst_closers.lookup(&key);
+	slot = rst_conn_slot(&key);
+	c = rst_closers.lookup(&slot);
 	if (!c)
 		return;
+	ts = READ_ONCE_U64(c->ts);
+	if (!ts || !rst_conn_equal(&c->conn, &key))
+		return;
+	e.pid = c->pid;
+	e.span_ms = c->idle_ms;
+	__builtin_memcpy(e.comm, c->comm, 16);
+	if (READ_ONCE_U64(c->ts) != ts)
+		return;	/* overwritten while we read it */
 	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = RST_EV_CLOSER;
-	e.pid = c->pid;
-	e.tid = c->tid;
 	e.ctx = RST_CTX_TASK;
 	e.sig_result = RST_SIG_NONE;
 	e.reason = RST_REASON_NONE;
-	e.aux = (e.ts_ns - c->ts) / 1000000;
-	e.span_ms = c->idle_ms;
-	__builtin_memcpy(e.comm, c->comm, 16);
+	e.aux = (e.ts_ns - ts) / 1000000;
 	e.family = r->family;
 	e.netns = key.netns;
 	e.sport = key.sport;

@@ -206,6 +206,9 @@ def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
         if os.environ.get("RSTTRACE_BENCH_SYNTH"):
             # bench/ only: the synthetic event source of hooks/bench.h.
             flags.append("-DRST_BENCH_SYNTH")
+        if os.environ.get("RSTTRACE_BENCH_NO_CLOSERS"):
+            # bench/ only: without the closers LRU, to price it per connection.
+            flags.append("-DRST_NO_CLOSERS")
         try:
             bpf = _quiet(lambda: bcc.BPF(src_file=src, cflags=flags))
         except _Captured as e:

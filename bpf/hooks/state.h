@@ -75,8 +75,10 @@ static __always_inline void rst_fin_close(void *ctx, const void *sk, int oldstat
 
 	/* The side that closes first (FIN_WAIT1) is the one whose closed socket
 	 * may later answer the peer's data with RST: remember who closed it. */
+#ifndef RST_NO_CLOSERS
 	if (newstate == RST_TCP_FIN_WAIT1 && !(tflags & RST_PF_KTHREAD))
 		rst_remember_closer(sk);
+#endif
 	/* Paid by every connection's close: one or two reads decide, before anything
 	 * else. TCP_LINGER2 matters only on the way to FIN_WAIT2. */
 	if (!(tflags & RST_PF_EXITING) &&

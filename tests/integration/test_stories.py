@@ -12,11 +12,18 @@ import pytest
 
 from tracer import render, scenarios
 
-from .tracer_proc import Tracer
+from tracer.kernel import KernelFeatures
+
+from .tracer_proc import Tracer, expected_plan
 
 pytestmark = pytest.mark.root
 
 DRIVER = Path(__file__).parent / "drivers" / "early_reply.py"
+
+
+def plan_sees_minisock_resets() -> bool:
+    """Every RST is reported: tcp_send_reset sees minisocks (6.10+) or the kprobe plan runs."""
+    return KernelFeatures.probe().send_reset_sees_nosk or expected_plan() == "kprobe"
 
 
 def comm_of(pid: int) -> str:
@@ -113,12 +120,16 @@ def test_write_after_close_names_the_closer_and_joins_every_rst(ns, burst):
     assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
     assert 0 <= inc["close_to_reset_ms"] <= elapsed_ms
     assert 0 <= inc["idle_before_close_ms"] <= elapsed_ms
-    # Every RST the server's kernel sent answered this connection's segments.
-    assert inc["resets"] == delta["Tcp.OutRsts"]
-    if burst == 1000:
-        assert inc["resets"] == 1
+    # Every RST the server's kernel sent answered this connection's segments: the first by the
+    # orphan (TCPAbortOnData) or the TIME_WAIT socket, the rest of a burst by the listener.
+    sent = delta["Tcp.OutRsts"]
+    assert sent == 1 if burst == 1000 else sent >= 2
+    if plan_sees_minisock_resets():
+        assert inc["resets"] == sent
     else:
-        assert inc["resets"] >= 2  # the TIME_WAIT socket's, then the listener's
+        # Before 6.10 the tracepoint plan sees no RST sent by a TIME_WAIT socket (KERNEL.md):
+        # all but that one, which the orphan may have sent instead.
+        assert inc["resets"] in (sent, sent - 1)
     assert inc["local"] == {"addr": "127.0.0.1", "port": res.server_port}
     assert inc["remote"] == {"addr": "127.0.0.1", "port": res.client_port}
     v = inc["victim"]
