@@ -106,11 +106,13 @@ BPF_HASH(rst_cwait, u64, u64, RST_CWAIT_MAX);
  * private stack since 6.13. A per-CPU flag set from irq:softirq_entry/exit
  * also worked, but two hooks on every softirq cost the host more than the
  * rest of rsttrace on an idle connection: bench/RESULTS.md. PREEMPT_RT
- * kernels run softirqs in threads: this does not know them.)
+ * kernels are told apart by the task's own softirq count, below.)
  */
 #ifndef RST_THREAD_SIZE
 #define RST_THREAD_SIZE 16384
 #endif
+/* SOFTIRQ_OFFSET (include/linux/preempt.h): set while a softirq is served. */
+#define RST_SOFTIRQ_OFFSET	(1U << 8)
 
 static __always_inline u8 rst_context(void *ctx)
 {
@@ -122,6 +124,14 @@ static __always_inline u8 rst_context(void *ctx)
 	void *volatile where = ctx;
 	u64 at = 0;
 
+#ifdef RST_HAVE_TASK_SOFTIRQ_CNT
+	/* PREEMPT_RT: a softirq runs on the stack of the task that raised it
+	 * (at local_bh_enable) or in ksoftirqd, never on an IRQ stack; the task
+	 * records that it serves one in softirq_disable_cnt ("softirq: Make
+	 * softirq control and processing RT aware", 5.12). */
+	if (RD_FIELD(task, TASK_SOFTIRQ_CNT) & RST_SOFTIRQ_OFFSET)
+		return RST_CTX_IRQ;
+#endif
 	bpf_probe_read_kernel(&at, sizeof(at), (void *)&where);
 	if (!stack || at - stack >= RST_THREAD_SIZE)
 		return RST_CTX_IRQ;

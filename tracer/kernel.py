@@ -74,6 +74,9 @@ FIELDS = (
 OPTIONAL_FIELDS = (
     # 6.7, "tcp: add support for usec resolution in TCP TS values": retrans_stamp may be in us.
     ("TCP_USEC_TS", "tcp_sock", "tcp_usec_ts"),
+    # PREEMPT_RT (mainline 6.12): softirqs run in the task that raised them (or in ksoftirqd),
+    # on its own stack; the task's softirq_disable_cnt says it is serving one.
+    ("TASK_SOFTIRQ_CNT", "task_struct", "softirq_disable_cnt"),
 )
 
 # Bits of enum sock_flags the C side tests (values differ between kernels).
