@@ -30,6 +30,11 @@ def seconds(ns_or_none: int | None, unit: int = 1_000_000_000) -> str:
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
 
+def _ms(ms: int | None) -> str:
+    """A span in ms as people read it: '12 ms' below a second, else as seconds()."""
+    return f"{ms} ms" if ms is not None and ms < 1000 else seconds(ms, 1000)
+
+
 def _who(side: dict | None, default: str = "?") -> str:
     if not side or not side.get("pid"):
         return default
@@ -85,8 +90,8 @@ def _head(inc: dict) -> str:
         resets = _resets(inc)
         if inc.get("close_to_reset_ms") is not None:
             # The kernel remembered the close: who, how idle the connection was, how long ago.
-            idle = seconds(inc.get("idle_before_close_ms"), 1000)
-            later = seconds(inc["close_to_reset_ms"], 1000)
+            idle = _ms(inc.get("idle_before_close_ms"))
+            later = _ms(inc["close_to_reset_ms"])
             writer = _who(inc.get("victim"), "the peer")
             return (f"{culprit} closed {conn} (FIN) after {idle} idle; {later} later {writer} wrote "
                     f"-> RST{resets}{reason}")

@@ -169,7 +169,7 @@ def test_a_burst_of_rsts_is_one_incident_with_its_closer():
     assert (inc["local"], inc["remote"]) == ({"addr": "10.0.0.1", "port": 8080}, {"addr": "10.0.0.2", "port": 51234})
     assert inc["impact"] == "unknown"
     assert chain_lines(inc)[0] == ("server[812] closed 10.0.0.1:8080<-10.0.0.2:51234 (FIN) after 5m00s idle; "
-                                   "0.3 s later the peer wrote -> RST x3 [TCP_TIMEWAIT_SOCKET]")
+                                   "300 ms later the peer wrote -> RST x3 [TCP_TIMEWAIT_SOCKET]")
 
 
 @pytest.mark.parametrize("victim,impact", [
