@@ -22,6 +22,9 @@
 #define RST_EV_DESTROY		8	/* a socket rsttrace was following was freed */
 /* 9 was RST_EV_CWAIT (values of a CLOSE_WAIT map that no longer exists). */
 #define RST_EV_CWAIT_END	10	/* left CLOSE_WAIT after at least the threshold */
+#define RST_EV_CWAIT_OVERDUE	12	/* user space: a CLOSE_WAIT sweep found the socket
+					 * overdue (pid/comm: its owner, span_ms: its age,
+					 * bytes: unread); recorded and replayed like the rest */
 #define RST_EV_CLOSER		11	/* who closed (FIN) the connection a passive RST
 					 * answered for: pid/comm/tid of the closer,
 					 * aux = ms from that close to this RST,
@@ -44,6 +47,7 @@
 #define RST_F_EXITING		0x80	/* closed by a task dying of a signal (aux: the signal) */
 #define RST_F_PREEXISTING	0x100	/* CWAIT_END: in CLOSE_WAIT before tracing started (set by user space) */
 #define RST_F_LINGER2		0x200	/* TCP_LINGER2 < 0: no FIN_WAIT2, abort instead */
+#define RST_F_NOAGE		0x400	/* CWAIT_OVERDUE: age unknown (there before tracing, no idle time) */
 
 /* rst_event.reason when the kernel gives none (before 6.10). */
 #define RST_REASON_NONE		0xffffffff

@@ -438,21 +438,6 @@ class Correlator:
             yield from self.feed(ev)
         yield from self.flush()
 
-    def close_wait(self, now_ns: int, since_ns: int | None, *, netns: int, family: str,
-                   local: tuple[str, int], remote: tuple[str, int], owner: tuple[int, str] | None,
-                   unread: int, preexisting: bool) -> Incident:
-        """A socket overdue in CLOSE_WAIT (found by the periodic scan), reported at once."""
-        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=since_ns or now_ns, last_ns=now_ns,
-                       family=family, netns=netns, fixed_kind=True, state="CLOSE_WAIT")
-        inc.laddr, inc.lport = local
-        inc.raddr, inc.rport = remote
-        if owner:
-            inc.culprit_pid, inc.culprit_comm = owner
-        inc.close_wait = {"age_ns": now_ns - since_ns if since_ns else None, "closed": False,
-                          "preexisting": preexisting, "unread": unread}
-        self.stats["incidents"] += 1
-        return inc
-
     # -- incident bookkeeping ----------------------------------------------------
     def _take_id(self) -> int:
         self._next_id += 1
@@ -763,6 +748,20 @@ class Correlator:
             inc.culprit_pid, inc.culprit_comm, inc.culprit_ctx = ev.pid, ev.comm, "task"
         if inc.close_ns is None:
             inc.close_ns = ev.ts_ns - ev.ago_ms * 1_000_000
+        return inc
+
+    def _on_cwait_overdue(self, ev: Event) -> Incident:
+        """A socket the periodic sweep found in CLOSE_WAIT past the threshold: reported at once."""
+        age_ns = None if ev.has("noage") else ev.span_ms * 1_000_000
+        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=ev.ts_ns - (age_ns or 0),
+                       last_ns=ev.ts_ns, family=ev.family, netns=ev.netns, fixed_kind=True,
+                       state="CLOSE_WAIT")
+        inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
+        if ev.pid:
+            inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+        inc.close_wait = {"age_ns": age_ns, "closed": False, "preexisting": ev.has("preexisting"),
+                          "unread": ev.bytes}
+        self.open[inc.id] = inc
         return inc
 
     def _on_cwait_end(self, ev: Event) -> Incident:

@@ -120,11 +120,15 @@ class Session:
         if not self._cwait_known:
             self._cwait_known = True
             self._write_filters()
-        inc = self.correlator.close_wait(
-            now_ns, o.since_ns, netns=o.netns, family=row.family, local=(row.laddr, row.lport),
-            remote=(row.raddr, row.rport), owner=o.owner, unread=max(row.rx_queue - 1, 0),
-            preexisting=o.preexisting)
-        self._emit([inc])
+        # An event like the kernel's: recorded, ordered and correlated with them, so that a
+        # replay of the trace gives the same incidents.
+        flags = (["preexisting"] if o.preexisting else []) + (["noage"] if o.since_ns is None else [])
+        pid, comm = o.owner or (0, "")
+        self._take(Event(ts_ns=now_ns, kind="cwait_overdue", pid=pid, tid=pid, comm=comm, ino=o.ino,
+                         netns=o.netns, family=row.family, laddr=row.laddr, lport=row.lport,
+                         raddr=row.raddr, rport=row.rport, state="CLOSE_WAIT",
+                         bytes=max(row.rx_queue - 1, 0), flags=flags,
+                         span_ms=0 if o.since_ns is None else (now_ns - o.since_ns) // 1_000_000))
 
     def _forget_close_wait(self, ino: int) -> None:
         try:
@@ -199,16 +203,20 @@ class Session:
         ev = self.decoder.decode_bytes(ctypes.string_at(data, self.decoder.size))
         if ev.kind == "cwait_end" and self.cwait is not None and self.cwait.closed(ev.ino):
             ev.flags.append("preexisting")
+        self._take(ev)
+        self._batch += 1
+        self._last_ts = ev.ts_ns
+        # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
+        return -1 if self._batch >= BATCH_MAX else 0
+
+    def _take(self, ev: Event) -> None:
+        """Record an event and queue it for correlation in kernel-time order."""
         # Recorded as soon as decoded, not after the reorder delay, so that a kill -9 loses only
         # what the kernel still holds; readers order by ts_ns.
         if self.sinks.on_event:
             self.sinks.on_event(ev)
         self._seq += 1
         heapq.heappush(self._heap, (ev.ts_ns, self._seq, ev))
-        self._batch += 1
-        self._last_ts = ev.ts_ns
-        # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
-        return -1 if self._batch >= BATCH_MAX else 0
 
     def _on_discard(self, _ctx, _data, _size) -> int:
         self._batch += 1
