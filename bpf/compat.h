@@ -65,21 +65,6 @@
 #define RD_FIELD(base, NAME)						\
 	((RD(base, OFF_##NAME, u32) >> SHIFT_##NAME) & MASK_##NAME)
 
-#define RST_TCP_ESTABLISHED	1
-#define RST_TCP_SYN_SENT	2
-#define RST_TCP_SYN_RECV	3
-#define RST_TCP_FIN_WAIT1	4
-#define RST_TCP_FIN_WAIT2	5
-#define RST_TCP_TIME_WAIT	6
-#define RST_TCP_CLOSE		7
-#define RST_TCP_CLOSE_WAIT	8
-#define RST_TCP_LAST_ACK	9
-#define RST_TCP_LISTEN		10
-#define RST_TCP_CLOSING		11
-#define RST_TCP_NEW_SYN_RECV	12
-
-#define RST_AF_INET		2
-#define RST_AF_INET6		10
 #define RST_IPPROTO_TCP		6
 #define RST_SOCK_STREAM		1
 #define RST_SIGPIPE		13

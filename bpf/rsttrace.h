@@ -36,6 +36,24 @@
 #define RST_CTX_IRQ		1	/* softirq/interrupt: current is whoever was running */
 #define RST_CTX_KTHREAD		2	/* a kernel thread (ksoftirqd, workers) */
 
+/* TCP states (rst_event.oldstate/newstate; include/net/tcp_states.h, stable
+ * ABI) and address families (rst_event.family). */
+#define RST_TCP_ESTABLISHED	1
+#define RST_TCP_SYN_SENT	2
+#define RST_TCP_SYN_RECV	3
+#define RST_TCP_FIN_WAIT1	4
+#define RST_TCP_FIN_WAIT2	5
+#define RST_TCP_TIME_WAIT	6
+#define RST_TCP_CLOSE		7
+#define RST_TCP_CLOSE_WAIT	8
+#define RST_TCP_LAST_ACK	9
+#define RST_TCP_LISTEN		10
+#define RST_TCP_CLOSING		11
+#define RST_TCP_NEW_SYN_RECV	12
+
+#define RST_AF_INET		2
+#define RST_AF_INET6		10
+
 /* rst_event.flags */
 #define RST_F_LINGER0		0x01	/* SO_LINGER {1, 0} set on the socket */
 #define RST_F_FIN		0x02	/* a FIN had been received (SOCK_DONE) */

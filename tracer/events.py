@@ -12,16 +12,14 @@ from dataclasses import dataclass, field, fields
 
 from .layout import layout
 
-TCP_STATES = {
-    0: "UNKNOWN", 1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-    12: "NEW_SYN_RECV",
-}
+_L = layout()
+# Names for the numbers bpf/rsttrace.h defines (one definition, read from there).
+TCP_STATES = {0: "UNKNOWN", **_L.prefixed("RST_TCP_")}
+CONTEXTS = {v: name.lower() for v, name in _L.prefixed("RST_CTX_").items()}
+AF_INET6 = _L.constants["RST_AF_INET6"]
 # signal_generate's `result` (enum trace_sig_result in include/trace/events/signal.h, stable since 3.x).
 SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
-CONTEXTS = {0: "task", 1: "irq", 2: "kthread"}
 
-_L = layout()
 KINDS = {v: name.lower() for v, name in _L.prefixed("RST_EV_").items()}
 FLAG_BITS = {v: name.lower() for v, name in _L.prefixed("RST_F_").items()}
 REASON_NONE = _L.constants["RST_REASON_NONE"]
@@ -34,7 +32,7 @@ def errno_name(num: int) -> str:
 
 
 def _addr(raw: bytes, family: int) -> str:
-    if family == 10:
+    if family == AF_INET6:
         return str(ipaddress.IPv6Address(bytes(raw[:16])))
     return socket.inet_ntop(socket.AF_INET, bytes(raw[:4]))
 
@@ -138,7 +136,7 @@ class Decoder:
 
     def _addr(self, raw: bytes, family: int) -> str:
         # A busy host talks to few addresses: formatting them is most of a decode otherwise.
-        key = raw if family == 10 else raw[:4]
+        key = raw if family == AF_INET6 else raw[:4]
         text = self._addrs.get(key)
         if text is None:
             text = _addr(raw, family)
@@ -168,7 +166,7 @@ class Decoder:
         ev = Event(
             ts_ns=ts_ns, kind=kind, pid=pid, tid=tid, comm=comm,
             ctx=CONTEXTS.get(ctx, str(ctx)), sk=skaddr, ino=ino, netns=netns,
-            family="ipv6" if family == 10 else "ipv4", bytes=nbytes, flags=list(names),
+            family="ipv6" if family == AF_INET6 else "ipv4", bytes=nbytes, flags=list(names),
             retrans=retrans, probes=probes, span_ms=span_ms,
         )
         if skaddr or family:

@@ -16,12 +16,15 @@ from .closewait import CloseWaitWatch, Overdue
 from .config import Config
 from .correlate import Correlator
 from .events import Decoder, Event
+from .layout import layout
 from .btf import VMLINUX_BTF
 from .kernel import KernelFeatures, ensure_tracefs
 from .procfs import SocketOwners
 from .probes import Loaded, Plan, choose_plan, load
 from .tracefile import clocks
 
+# The kernel's counters (rst_stats), by the names rsttrace.h gives their indexes.
+STAT_INDEXES = {name.lower(): i for i, name in layout().prefixed("RST_STAT_").items() if name != "MAX"}
 DRAIN_INTERVAL_S = 0.05
 # Events are held this long before correlation so that records from other CPUs, and the
 # peer's RST handling (timestamped before the sender's send_reset), fall into order.
@@ -229,7 +232,7 @@ class Session:
         out = {"emitted": 0, "lost": 0, "filtered": 0}
         if self.loaded is not None:
             table = self.loaded.bpf["rst_stats"]
-            for name, idx in (("emitted", 0), ("lost", 1), ("filtered", 2)):
+            for name, idx in STAT_INDEXES.items():
                 out[name] = sum(v.value if hasattr(v, "value") else v for v in table[ctypes.c_int(idx)])
         out["lost"] += getattr(self, "_perf_lost", 0)
         if self._cwait_full:
