@@ -316,6 +316,55 @@ class Incident:
         }
 
 
+_UNSET = ("", "0.0.0.0", "::", 0)
+
+
+def _same_connection(known: tuple, seen: tuple) -> bool:
+    """A socket's 4-tuple as recorded vs as an event shows it. A failed connect() or a
+    disconnect clears the remote end and an auto-assigned local address (inet_reset_saddr), so
+    a cleared field matches anything; any other difference is another connection."""
+    return all(b in _UNSET or a == b for a, b in zip(known, seen))
+
+
+class _Socks:
+    """(netns, socket address) -> incident, checked against the connection each socket had.
+
+    The kernel recycles socket addresses: when the event that marked a socket's end (its
+    destroy) was lost, a later connection at the same address must not be taken for the old
+    one (under loss, that pinned new closes on old incidents: wrong byte counts, missing
+    culprits). A socket keeps its 4-tuple for life (but for what a failed connect clears), so
+    an event whose tuple differs from the one recorded is a new socket: the stale entry goes."""
+
+    def __init__(self, stats: dict) -> None:
+        self._map: dict[tuple[int, int], tuple[Incident, tuple]] = {}
+        self._stats = stats
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __contains__(self, key) -> bool:
+        return key in self._map
+
+    def get(self, ev: Event) -> Incident | None:
+        key = (ev.netns, ev.sk)
+        found = self._map.get(key)
+        if found is None:
+            return None
+        if ev.laddr and not _same_connection(found[1], ev.tuple):
+            del self._map[key]
+            self._stats["stale"] += 1
+            return None
+        return found[0]
+
+    def put(self, ev: Event, inc: Incident) -> None:
+        self._map[(ev.netns, ev.sk)] = (inc, ev.tuple)
+
+    def pop(self, ev: Event) -> Incident | None:
+        inc = self.get(ev)
+        self._map.pop((ev.netns, ev.sk), None)
+        return inc
+
+
 class _Index(dict):
     """key -> Incident that can forget all of one incident's keys without scanning the table
     (a scan per finished incident made correlation quadratic when many were open at once)."""
@@ -387,12 +436,13 @@ class Correlator:
 
     def __init__(self, settle_ns: int = NS, owner_of: Callable[[int], tuple[int, str] | None] | None = None,
                  match_window_ns: int = 2 * NS) -> None:
+        self.stats_ref = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0}
         self.settle_ns = settle_ns
         self.match_window_ns = match_window_ns
         self.owner_of = owner_of
         self._next_id = 1
         self.open: dict[int, Incident] = {}
-        self.socks: dict[tuple[int, int], Incident] = {}  # (netns, sk) -> incident, any side
+        self.socks = _Socks(self.stats_ref)  # (netns, sk) -> incident, any side
         self.by_tuple: dict[tuple, Incident] = _Index()  # ending side's tuple -> incident awaiting its peer
         self.by_peer: dict[tuple, Incident] = _Index()  # victim-side tuple -> incident awaiting its sender
         self.sigpipe_tids: dict[int, Incident] = _Index()
@@ -401,7 +451,7 @@ class Correlator:
         # (netns, ending side's tuple) of incidents already reported -> incident, so that a
         # later RST of the same connection is counted with it, not reported again.
         self.recent: OrderedDict[tuple, Incident] = OrderedDict()
-        self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0}
+        self.stats = self.stats_ref
         self._handlers: dict = {}  # event kind -> bound _on_<kind> method, or False
 
     # -- public ---------------------------------------------------------------
@@ -455,7 +505,7 @@ class Correlator:
         if ev.ctx == "task" and not inc.culprit_pid:
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
         inc.culprit_ctx = inc.culprit_ctx or ev.ctx
-        self.socks[(ev.netns, ev.sk)] = inc
+        self.socks.put(ev, inc)
         self.by_tuple[ev.tuple] = inc
 
     def _finish(self, inc: Incident) -> Incident:
@@ -478,7 +528,7 @@ class Correlator:
         return inc
 
     def _victim_of(self, ev: Event) -> Incident | None:
-        inc = self.socks.get((ev.netns, ev.sk))
+        inc = self.socks.get(ev)
         if inc is not None and inc.victim_sk == (ev.netns, ev.sk):
             return inc
         return None
@@ -498,7 +548,7 @@ class Correlator:
     def _attach_victim(self, inc: Incident, ev: Event) -> None:
         inc.victim = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.state, ino=ev.ino)
         inc.victim_sk = (ev.netns, ev.sk)
-        self.socks[(ev.netns, ev.sk)] = inc
+        self.socks.put(ev, inc)
         self._note_task(inc.victim, ev)
 
     @staticmethod
@@ -517,7 +567,7 @@ class Correlator:
     # -- event handlers -----------------------------------------------------------
     def _on_close(self, ev: Event) -> Incident | None:
         key = (ev.netns, ev.sk)
-        inc = self.socks.get(key)
+        inc = self.socks.get(ev)
         if inc is not None and inc.victim_sk == key:
             # The suffering socket closing (after the RST, or as the timeout's end).
             v = inc.victim
@@ -591,7 +641,7 @@ class Correlator:
                     self.killed.popitem(last=False)
 
     def _on_send_reset(self, ev: Event) -> Incident | None:
-        inc = self.socks.get((ev.netns, ev.sk)) if ev.sk and not ev.has("nosk") else None
+        inc = self.socks.get(ev) if ev.sk and not ev.has("nosk") else None
         if inc is None:
             # A reset from the same host for a connection already reported (a killed process's
             # socket answering from TIME_WAIT): same tuple, same namespace.
@@ -671,7 +721,7 @@ class Correlator:
         inc = self._victim_of(ev)
         who: Victim | None = inc.victim if inc is not None else None
         if inc is None:
-            inc = self.socks.get((ev.netns, ev.sk))
+            inc = self.socks.get(ev)
             if inc is not None:
                 if inc.owner is None:
                     return inc  # the culprit's own socket: its owner already knows
@@ -718,7 +768,7 @@ class Correlator:
 
     def _on_destroy(self, ev: Event) -> Incident | None:
         key = (ev.netns, ev.sk)
-        inc = self.socks.pop(key, None)
+        inc = self.socks.pop(ev)
         who = None
         if inc is not None and inc.victim_sk == key and inc.victim is not None:
             who = inc.victim
