@@ -7,130 +7,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 from .events import Event
+from .kinds import CAUSE_KINDS, KINDS, REASON_KIND
 
 NS = 1_000_000_000
 
-# Every incident kind: (summary, explanation, what to do). The kind is decided from what was
-# seen (the close path, the reset's reason where the kernel gives one, the victim's state when
-# the RST arrived), so the same kinds come out on kernels without a reason field.
-KIND_TEXT = {
-    "abort-on-close": (
-        "closed with unread data -> RST (abort on close)",
-        "the process closed while the peer's bytes sat unread in its receive queue, so Linux sent "
-        "RST instead of FIN and the bytes were discarded",
-        "read (drain) what the peer sent before close(), or shutdown(SHUT_WR) and drain until EOF "
-        "(lingering close, as nginx does)",
-    ),
-    "linger-zero": (
-        "closed with SO_LINGER {1, 0} -> RST (linger-zero abort)",
-        "SO_LINGER with a zero timeout turns close() into an abort: RST, no FIN, and whatever was "
-        "in flight either way is lost",
-        "drop SO_LINGER {1, 0} unless an abortive close is really wanted; close normally instead",
-    ),
-    "process-killed": (
-        "process killed while holding the connection",
-        "the process died of a signal; the kernel closed its sockets for it (FIN, or RST where "
-        "data was unread), and the peer learns of it only when it next reads or writes",
-        "find out who sent the signal (OOM killer, supervisor, operator); shut down gracefully on "
-        "SIGTERM; make peers handle ECONNRESET/EPIPE and reconnect",
-    ),
-    "socket-destroyed": (
-        "socket destroyed from outside (tcp_abort) -> RST",
-        "another process (ss -K / SOCK_DESTROY, or a BPF program) aborted the socket: the peer got "
-        "an RST and the owner gets ECONNABORTED",
-        "check who runs `ss -K` or socket-destroying tools on this host",
-    ),
-    "write-after-close": (
-        "peer wrote after the other side had closed -> RST",
-        "one side closed the connection (FIN), typically a server closing an idle keep-alive "
-        "connection; the other side wrote on it anyway (a pooled client reusing it), and the "
-        "closed side's kernel (orphaned, TIME_WAIT or listening socket) answered with RST",
-        "mismatched idle timeouts: a client pool must drop idle connections before the server's "
-        "keep-alive timeout does (pool idle timeout < server keep-alive timeout), and retry "
-        "idempotent requests on ECONNRESET; a peer that read EOF must close instead of writing",
-    ),
-    "no-socket": (
-        "RST: no socket for this connection (peer restarted or forgot it)",
-        "a segment arrived at a host that has no socket for its connection, typically because "
-        "the peer crashed and came back, or dropped the connection without telling",
-        "reconnect on ECONNRESET; use keepalive or TCP_USER_TIMEOUT to notice dead peers earlier",
-    ),
-    "connection-refused": (
-        "connection refused -> RST to SYN",
-        "nothing listened on that address and port, so the SYN was answered with RST and "
-        "connect() failed with ECONNREFUSED",
-        "check that the service is up and listening on the address and port the client uses",
-    ),
-    "retransmit-timeout": (
-        "peer stopped answering: retransmissions timed out (ETIMEDOUT, no RST)",
-        "the peer (or the path to it) went silent; the kernel retransmitted until tcp_retries2 or "
-        "TCP_USER_TIMEOUT ran out, then dropped the connection without sending anything",
-        "check the peer host and the network; bound the wait with TCP_USER_TIMEOUT; reconnect on "
-        "ETIMEDOUT",
-    ),
-    "keepalive-timeout": (
-        "keepalive probes unanswered -> RST (keepalive timeout)",
-        "the connection was idle and the peer did not answer the keepalive probes, so the kernel "
-        "reset it and reported ETIMEDOUT to the owner",
-        "check the peer host and the network; tune TCP_KEEPIDLE/KEEPINTVL/KEEPCNT to the failure "
-        "detection time you need",
-    ),
-    "linger2-abort": (
-        "closed with TCP_LINGER2 < 0 -> RST (no FIN_WAIT2)",
-        "the socket was closed with TCP_LINGER2 set negative, so instead of waiting for the peer's "
-        "FIN the kernel reset the connection",
-        "drop the negative TCP_LINGER2 unless abortive closes are wanted",
-    ),
-    "fin-wait2-timeout": (
-        "orphan in FIN_WAIT2 timed out -> RST",
-        "the peer never closed its side within tcp_fin_timeout after this side closed",
-        "make the peer close when it reads EOF; raise tcp_fin_timeout if it is slow on purpose",
-    ),
-    "orphan-abort": (
-        "orphaned socket aborted (too many orphans or TCP memory pressure) -> RST",
-        "the host ran over tcp_max_orphans or TCP memory limits, so the kernel reset closed "
-        "connections that still had data to deliver",
-        "raise net.ipv4.tcp_max_orphans / tcp_mem, or close fewer connections with data pending",
-    ),
-    "close-wait": (
-        "socket left in CLOSE_WAIT",
-        "the peer closed its side, but the owner never closed its socket (a CLOSE_WAIT leak): the "
-        "socket and its file descriptor stay until the process closes them or exits",
-        "close the socket when read returns 0 (EOF); look for code paths that forget to close",
-    ),
-    "reset-received": (
-        "received RST",
-        "the peer (not traced on this host) reset the connection",
-        "trace the peer host too, or handle ECONNRESET/EPIPE (MSG_NOSIGNAL or SIGPIPE ignored)",
-    ),
-    "active-reset": (
-        "sent RST",
-        "this host reset the connection",
-        "see the reason",
-    ),
-    "passive-reset": (
-        "answered a segment with RST",
-        "a segment arrived that the receiving socket could not accept",
-        "see the reason",
-    ),
-    "connection-error": (
-        "connection error",
-        "a TCP call failed with a connection error whose cause was not seen",
-        "start rsttrace before the failure to see its cause",
-    ),
-}
-# Kernel reset reasons (enum sk_rst_reason, names from the running kernel's BTF) that decide a kind.
-REASON_KIND = {
-    "TCP_ABORT_ON_CLOSE": "abort-on-close",
-    "TCP_ABORT_ON_LINGER": "linger2-abort",
-    "TCP_ABORT_ON_MEMORY": "orphan-abort",
-    "TCP_KEEPALIVE_TIMEOUT": "keepalive-timeout",
-    "NO_SOCKET": "no-socket",
-    "TCP_TIMEWAIT_SOCKET": "write-after-close",
-    "TCP_ABORT_ON_DATA": "write-after-close",
-}
-# Close-path causes that decide the kind whatever the reset's reason says.
-CAUSE_KINDS = ("process-killed", "abort-on-close", "linger-zero", "socket-destroyed", "linger2-abort")
 TIMEOUT_ERRORS = ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN")
 SIGPIPE_FATES = ("killed", "handled", "ignored", "none", "delivered")
 # What the incident did to the process on the other end: the first question an operator asks.
@@ -270,7 +150,8 @@ class Incident:
         return self.kind
 
     def to_dict(self, wall_offset_ns: int = 0) -> dict:
-        summary, explanation, advice = KIND_TEXT.get(self.kind, (self.kind, "", ""))
+        k = KINDS.get(self.kind)
+        summary, explanation, advice = (k.summary, k.why, k.fix) if k else (self.kind, "", "")
         culprit = None
         if self.culprit_pid:
             culprit = {"pid": self.culprit_pid, "comm": self.culprit_comm}

@@ -6,7 +6,7 @@ import pytest
 
 from tracer import scenarios
 
-from .tracer_proc import Tracer, expected_plan, kernel_has_kprobes
+from .tracer_proc import TIMEOUT_SCALE, Tracer, expected_plan, kernel_has_kprobes
 
 pytestmark = pytest.mark.root
 
@@ -149,7 +149,8 @@ def test_doctor_explains_the_plan():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True,
+                       timeout=300 * TIMEOUT_SCALE)
     assert r.returncode == 0, r.stderr
     auto = "kprobe" if kernel_has_kprobes() else "tracepoint"
     assert f"chosen plan: {auto} (" in r.stdout
@@ -161,13 +162,13 @@ def test_live_view_shows_the_chain_and_why_and_what_to_do():
     import subprocess
     import sys
 
-    from tracer.correlate import KIND_TEXT
+    from tracer.kinds import KINDS
 
     r = subprocess.run([sys.executable, "-m", "tracer", "-w", "demo"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120 * TIMEOUT_SCALE)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    _, explanation, advice = KIND_TEXT["abort-on-close"]
+    explanation, advice = KINDS["abort-on-close"].why, KINDS["abort-on-close"].fix
     assert len(lines) == 4
     assert lines[0].startswith("rst_server[") and lines[0].endswith(
         "with 1000 unread bytes -> RST (abort on close)")

@@ -48,3 +48,15 @@ def test_every_event_kind_has_a_correlator_handler():
     c = Correlator()
     missing = [k for k in KINDS.values() if not callable(getattr(c, f"_on_{k}", None))]
     assert missing == []
+
+
+def test_every_kind_the_correlator_can_name_has_its_table_entry():
+    """classify() and the handlers name kinds by string: each must be in tracer/kinds.py."""
+    import inspect
+
+    from tracer import correlate
+    from tracer.kinds import KINDS
+
+    named = set(re.findall(r'"([a-z0-9]+(?:-[a-z0-9]+)+)"', inspect.getsource(correlate)))
+    named -= {"failed-call"}  # an impact, not a kind
+    assert named - set(KINDS) == set()

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from tracer import tracefile
-from tracer.correlate import KIND_TEXT, Correlator
+from tracer.correlate import Correlator
+from tracer import kinds as kind_table
 from tracer.events import Event
 from tracer.render import chain_lines
 
@@ -45,7 +46,8 @@ def test_replay_gives_the_live_incidents(name):
 def test_every_kind_has_words_and_a_chain_line():
     for name in KINDS:
         for inc in recorded(name):
-            summary, explanation, advice = KIND_TEXT[inc["kind"]]
+            k = kind_table.KINDS[inc["kind"]]
+            summary, explanation, advice = k.summary, k.why, k.fix
             assert (inc["summary"], inc["explanation"], inc["advice"]) == (summary, explanation, advice)
             assert explanation and advice
             lines = chain_lines(inc, explain=True)
@@ -111,7 +113,7 @@ def _reset(reason: str, state: str, **kw) -> Event:
 def test_kinds_decided_by_the_reason_alone(reason, state, flags, kind):
     [inc] = [i.to_dict() for i in Correlator(settle_ns=10**8).run([_reset(reason, state, flags=flags)])]
     assert (inc["kind"], inc["reason"]) == (kind, reason)
-    assert inc["explanation"] == KIND_TEXT[kind][1]
+    assert inc["explanation"] == kind_table.KINDS[kind].why
 
 
 def test_write_after_close_names_the_closer_on_every_kernel():
