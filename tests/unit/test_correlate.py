@@ -110,7 +110,7 @@ def test_a_recycled_socket_address_is_a_new_socket_when_its_end_was_lost():
     kernel then gave its address to the next connection's server socket. Its close (64 bytes
     unread) used to be pinned on the old incident: no culprit, 0 bytes (bench ingest: 21 such
     incidents; 481 in a 15 s run with the trace recorded). The 4-tuple tells the sockets apart."""
-    X, S1, S2, C2 = 0xffff8001, 0xffff8002, 0xffff8003, 0xffff8004
+    X, S1, C2 = 0xffff8001, 0xffff8002, 0xffff8004
     ns = 7
 
     def ev(ts, kind, sk, laddr, lport, raddr, rport, **kw):
