@@ -32,6 +32,13 @@
  *   RST_THREAD_SIZE   the task stack's size (16 KiB on x86_64, 32 KiB with
  *                     KASAN).
  *   RST_USE_RINGBUF   BPF ring buffer (5.8) instead of a perf buffer.
+ *   RST_HAVE_CGROUP_WALK  the layout to walk task -> css_set -> cgroup ->
+ *                     kernfs node (id, name, parent: `__parent` since 6.15,
+ *                     "kernfs: Use RCU to access kernfs_node::parent"); else
+ *                     bpf_get_current_cgroup_id() and no names.
+ *   RST_CGROUP_SUBSYS a cgroup v1 controller's index: containers' cgroups are
+ *                     read from that hierarchy (hybrid/v1 hosts), not cgroup
+ *                     v2's (tracer/cgroups.py decides from the mounts).
  * The kprobe plan (kernels that allow kprobes; hooks/kprobe.h):
  *   RST_PLAN_KPROBE   hook tcp_close and tcp_send_active_reset.
  *   RST_KP_NOSK       also tcp_v4/v6_send_reset: tcp_send_reset is silent

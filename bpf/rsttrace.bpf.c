@@ -70,6 +70,7 @@ struct rst_closer {
 	u32 pid;
 	u32 idle_ms;
 	char comm[16];
+	u64 cgroup;
 };
 BPF_ARRAY(rst_closers, struct rst_closer, RST_CLOSERS_SLOTS);
 
@@ -149,6 +150,87 @@ static __always_inline u8 rst_context(void *ctx)
 	return RST_CTX_TASK;
 }
 
+/*
+ * The task's cgroup in the hierarchy that names containers here (cgroup v2, or
+ * with -DRST_CGROUP_SUBSYS the cgroup of that v1 controller: hybrid and v1
+ * hosts, where runtimes make per-controller cgroups). Its id is its kernfs
+ * node's, the cgroup directory's inode number. The names of the cgroup and
+ * of its ancestors are kept in rst_cgnames the first time an emitted event
+ * carries it, so a container that is gone when user space looks is still
+ * named (tracer/cgroups.py).
+ */
+#define RST_CGNAME_LEN	80
+#define RST_CGNAME_UP	4
+struct rst_cgname {
+	/* the cgroup's name, then its parents', RST_CGNAME_LEN bytes each (one
+	 * dimension: bcc's Python side reads two-dimensional arrays wrong) */
+	char name[RST_CGNAME_UP * RST_CGNAME_LEN];
+};
+BPF_TABLE("lru_hash", u64, struct rst_cgname, rst_cgnames, 1024);
+/* Never written: the zeroed value a new entry starts from (too big for the stack). */
+BPF_ARRAY(rst_cgzero, struct rst_cgname, 1);
+
+static __always_inline u64 rst_task_cgroup_kn(void)
+{
+#ifdef RST_HAVE_CGROUP_WALK
+	u64 task = bpf_get_current_task();
+	u64 cset = RD(task, OFF_TASK_CGROUPS, u64);
+	u64 cgrp;
+#ifdef RST_CGROUP_SUBSYS
+	u64 css = cset ? RD(cset, OFF_CSS_SET_SUBSYS + 8 * RST_CGROUP_SUBSYS, u64) : 0;
+
+	cgrp = css ? RD(css, OFF_CSS_CGROUP, u64) : 0;
+#else
+	cgrp = cset ? RD(cset, OFF_CSS_SET_DFL_CGRP, u64) : 0;
+#endif
+	return cgrp ? RD(cgrp, OFF_CGROUP_KN, u64) : 0;
+#else
+	return 0;
+#endif
+}
+
+static __always_inline u64 rst_task_cgroup(void)
+{
+#ifdef RST_HAVE_CGROUP_WALK
+	u64 kn = rst_task_cgroup_kn();
+
+	return kn ? RD(kn, OFF_KERNFS_NODE_ID, u64) : 0;
+#else
+	return bpf_get_current_cgroup_id();
+#endif
+}
+
+/* Keep the names of current's cgroup (id `id`) if they are not kept yet. */
+static __always_inline void rst_note_cgroup(u64 id)
+{
+#ifdef RST_HAVE_CGROUP_WALK
+	struct rst_cgname *have = rst_cgnames.lookup(&id), *zero;
+	int first = 0;
+	u64 kn;
+
+	if (have || !id)
+		return;
+	zero = rst_cgzero.lookup(&first);
+	if (!zero)
+		return;
+	rst_cgnames.update(&id, zero);
+	have = rst_cgnames.lookup(&id);
+	kn = rst_task_cgroup_kn();
+	if (!have || !kn)
+		return;
+#pragma unroll
+	for (int i = 0; i < RST_CGNAME_UP; i++) {
+		u64 name = RD(kn, OFF_KERNFS_NODE_NAME, u64);
+
+		if (name)
+			bpf_probe_read_kernel_str(have->name + i * RST_CGNAME_LEN, RST_CGNAME_LEN, (void *)name);
+		kn = RD(kn, OFF_KERNFS_NODE_PARENT, u64);
+		if (!kn)
+			break;
+	}
+#endif
+}
+
 static __always_inline void rst_count(int idx)
 {
 	u64 *v = rst_stats.lookup(&idx);
@@ -168,6 +250,7 @@ static __always_inline void rst_fill_task(void *ctx, struct rst_event *e)
 	e->sig_result = RST_SIG_NONE;
 	e->reason = RST_REASON_NONE;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	e->cgroup = rst_task_cgroup();
 }
 
 /* Addresses and ports from the sock_common part, valid for full sockets and
@@ -326,6 +409,8 @@ static __always_inline void rst_emit(void *ctx, struct rst_event *e)
 		rst_peer_key(&key, e);
 		rst_peers.update(&key, &one);
 	}
+	if (e->ctx == RST_CTX_TASK && e->kind != RST_EV_CLOSER)
+		rst_note_cgroup(e->cgroup);
 	if (pass == 1 && e->ctx == RST_CTX_TASK && e->kind == RST_EV_IO_ERROR) {
 		u32 tgid = e->pid;
 
@@ -465,6 +550,7 @@ static __always_inline void rst_remember_closer(const void *sk)
 	now = bpf_ktime_get_ns();
 	c->idle_ms = last_us && now / 1000 > last_us ? (now / 1000 - last_us) / 1000 : 0;
 	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+	c->cgroup = rst_task_cgroup();
 	WRITE_ONCE_U64(c->ts, now);
 }
 
@@ -509,6 +595,7 @@ static __always_inline void rst_report_closer(void *ctx, const struct rst_event 
 		return;
 	e.pid = c->pid;
 	e.span_ms = c->idle_ms;
+	e.cgroup = c->cgroup;
 	__builtin_memcpy(e.comm, c->comm, 16);
 	if (READ_ONCE_U64(c->ts) != ts)
 		return;	/* overwritten while we read it */

@@ -115,6 +115,7 @@ struct rst_event {
 	__u8 daddr[16];		/* remote address */
 	char comm[16];		/* comm of current */
 	__u32 pad2;
+	__u64 cgroup;		/* current's cgroup v2 id (task context; CLOSER: the closer's) */
 };
 
 /* Filter configuration, array map `rst_cfg` index 0 (written by user space). */

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
+from .cgroups import describe
 from .events import Event
 from .kinds import CAUSE_KINDS, KINDS, REASON_KIND
 
@@ -36,6 +37,7 @@ class Victim:
     unread_at_reset: int | None = None  # bytes it had received but not read when the RST came
     unacked_at_reset: int | None = None  # bytes it had written that the peer never acknowledged
     unread_at_close: int | None = None  # bytes still unread when its socket was freed
+    cgroup: int = 0  # its cgroup id (tracer/cgroups.py), when its own task was seen
 
     @property
     def impact(self) -> str:
@@ -74,6 +76,8 @@ class Incident:
     culprit_comm: str = ""
     culprit_ctx: str = ""
     culprit_signal: int | None = None  # the signal the culprit died of (process-killed)
+    culprit_cgroup: int = 0
+    cgroup_paths: dict[int, str | None] = field(default_factory=dict)  # id -> path, at the report
     state: str = ""  # the ending socket's state before the end
     ended_with: str | None = None  # "RST" or "FIN" (process-killed)
     bytes_discarded: int = 0
@@ -185,6 +189,13 @@ class Incident:
             "close_to_reset_ms": self.close_to_reset_ms,
             "idle_before_close_ms": self.idle_before_close_ms,
             "impact": self.impact,
+            "cgroups": {
+                "culprit": describe(self.culprit_cgroup, self.cgroup_paths.get(self.culprit_cgroup)),
+                "victim": describe(self.victim.cgroup, self.cgroup_paths.get(self.victim.cgroup))
+                if self.victim else None,
+                "owner": describe(self.owner.cgroup, self.cgroup_paths.get(self.owner.cgroup))
+                if self.owner else None,
+            },
             "victim": self.victim.to_dict() if self.victim else None,
             "owner": self.owner.to_dict() if self.owner else None,
             "timestamps": {
@@ -316,7 +327,9 @@ class Correlator:
     """
 
     def __init__(self, settle_ns: int = NS, owner_of: Callable[[int], tuple[int, str] | None] | None = None,
-                 match_window_ns: int = 2 * NS) -> None:
+                 match_window_ns: int = 2 * NS,
+                 cgroup_path: Callable[[int], str | None] | None = None) -> None:
+        self.cgroup_path = cgroup_path
         self.stats_ref = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0}
         self.settle_ns = settle_ns
         self.match_window_ns = match_window_ns
@@ -385,6 +398,7 @@ class Correlator:
         inc.family, inc.netns = ev.family, ev.netns
         if ev.ctx == "task" and not inc.culprit_pid:
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+            inc.culprit_cgroup = ev.cgroup
         inc.culprit_ctx = inc.culprit_ctx or ev.ctx
         self.socks.put(ev, inc)
         self.by_tuple[ev.tuple] = inc
@@ -404,6 +418,10 @@ class Correlator:
                 found = self.owner_of(who.ino)
                 if found:
                     who.pid, who.comm = found
+        if self.cgroup_path:
+            for cg in (inc.culprit_cgroup, inc.victim and inc.victim.cgroup, inc.owner and inc.owner.cgroup):
+                if cg and cg not in inc.cgroup_paths:
+                    inc.cgroup_paths[cg] = self.cgroup_path(cg)
         inc.kind = inc.classify()
         self.stats["incidents"] += 1
         return inc
@@ -416,7 +434,7 @@ class Correlator:
 
     def _note_task(self, who: Victim, ev: Event) -> None:
         if ev.ctx == "task" and not who.pid:
-            who.pid, who.comm = ev.pid, ev.comm
+            who.pid, who.comm, who.cgroup = ev.pid, ev.comm, ev.cgroup
 
     def _look_up_owner(self, who: Victim) -> None:
         """Name a suffering socket's owner from /proc as soon as its RST is seen, while the
@@ -509,6 +527,7 @@ class Correlator:
         if cause == "socket-destroyed":
             if ev.ctx == "task":
                 inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+                inc.culprit_cgroup = ev.cgroup
             inc.owner = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.oldstate,
                                sk_err=ev.err, ino=ev.ino)
             return
@@ -677,6 +696,8 @@ class Correlator:
         inc.close_to_reset_ms, inc.idle_before_close_ms = ev.ago_ms, ev.span_ms
         if not inc.culprit_pid:
             inc.culprit_pid, inc.culprit_comm, inc.culprit_ctx = ev.pid, ev.comm, "task"
+        if inc.culprit_pid == ev.pid and not inc.culprit_cgroup:
+            inc.culprit_cgroup = ev.cgroup
         if inc.close_ns is None:
             inc.close_ns = ev.ts_ns - ev.ago_ms * 1_000_000
         return inc
@@ -690,6 +711,7 @@ class Correlator:
         inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
         if ev.pid:
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+            inc.culprit_cgroup = ev.cgroup
         inc.close_wait = {"age_ns": age_ns, "closed": False, "preexisting": ev.has("preexisting"),
                           "unread": ev.bytes}
         self.open[inc.id] = inc
@@ -703,6 +725,7 @@ class Correlator:
         inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
         if ev.ctx == "task":
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
+            inc.culprit_cgroup = ev.cgroup
         inc.close_wait = {"age_ns": ev.span_ms * 1_000_000, "closed": True,
                           "preexisting": ev.has("preexisting"), "unread": ev.bytes}
         self.open[inc.id] = inc

@@ -87,6 +87,7 @@ class Event:
     # closer: how long the connection had been idle when it was closed
     unacked: int = 0  # recv_reset: bytes the victim had written that the peer never acknowledged
     ago_ms: int = 0  # closer: ms from that close to the RST
+    cgroup: int = 0  # cgroup v2 id of the task (task context; closer: the closer's)
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -129,7 +130,7 @@ class Decoder:
         self._pick = operator.itemgetter(*(ix[n] for n in (
             "ts_ns", "skaddr", "ino", "kind", "netns", "pid", "tid", "err", "reason", "bytes",
             "family", "sport", "dport", "oldstate", "newstate", "ctx", "flags", "sig_result",
-            "saddr", "daddr", "comm", "aux", "span_ms", "retrans", "probes")))
+            "saddr", "daddr", "comm", "aux", "span_ms", "retrans", "probes", "cgroup")))
         self._comms: dict[bytes, str] = {}
         self._flags: dict[int, tuple[str, ...]] = {}
         self._addrs: dict[bytes, str] = {}
@@ -153,7 +154,7 @@ class Decoder:
         v = self._unpack.unpack_from(buf)
         (ts_ns, skaddr, ino, kind_n, netns, pid, tid, err, reason, nbytes, family, sport, dport,
          oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw, aux, span_ms, retrans,
-         probes) = self._pick(v)
+         probes, cgroup) = self._pick(v)
         comm = self._comms.get(comm_raw)
         if comm is None:
             comm = comm_raw.split(b"\0", 1)[0].decode(errors="replace")
@@ -167,7 +168,7 @@ class Decoder:
             ts_ns=ts_ns, kind=kind, pid=pid, tid=tid, comm=comm,
             ctx=CONTEXTS.get(ctx, str(ctx)), sk=skaddr, ino=ino, netns=netns,
             family="ipv6" if family == AF_INET6 else "ipv4", bytes=nbytes, flags=list(names),
-            retrans=retrans, probes=probes, span_ms=span_ms,
+            retrans=retrans, probes=probes, span_ms=span_ms, cgroup=cgroup,
         )
         if skaddr or family:
             ev.laddr, ev.lport = self._addr(saddr, family), sport

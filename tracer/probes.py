@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .errors import BpfLoadError, NoBcc, PlanUnavailable
+from . import cgroups
 from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, scaffold_dir
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
@@ -166,7 +167,7 @@ def choose_plan(feats: KernelFeatures, force: str | None = None, report_fentry: 
             b.cleanup()
         trials.append(_try("fentry", fentry))
     plan = make_plan(feats, trials, force)
-    plan.cflags = feats.cflags(plan.name) + [f"-I{bpf_dir()}"]
+    plan.cflags = feats.cflags(plan.name) + cgroups.cflags(feats.btf) + [f"-I{bpf_dir()}"]
     return plan
 
 

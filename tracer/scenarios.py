@@ -247,14 +247,16 @@ class Hosts:
 class Proc:
     """A program in a namespace, driven by lines on its stdin and stdout (stderr merged)."""
 
-    def __init__(self, ns: Netns, argv: Sequence[str | os.PathLike[str]]) -> None:
+    def __init__(self, ns: Netns | None, argv: Sequence[str | os.PathLike[str]]) -> None:
+        """ns None: run argv as it is (a program that joins a namespace itself, like podman,
+        which needs the host's /sys that `ip netns exec` replaces)."""
         self.argv = [os.fspath(a) for a in argv]
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         # `ip netns exec` execs the program rather than forking, so this pid is
         # the workload's own (scenarios check it against the pid it prints).
         self._popen = subprocess.Popen(
-            ["ip", "netns", "exec", ns.name, *self.argv],
+            ["ip", "netns", "exec", ns.name, *self.argv] if ns is not None else self.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .cgroups import CgroupPaths, path_from_names
 from .closewait import CloseWaitWatch, Overdue
 from .config import Config
 from .correlate import Correlator
@@ -23,6 +24,8 @@ from .procfs import SocketOwners
 from .probes import Loaded, Plan, choose_plan, load
 from .tracefile import clocks
 
+# Bytes per name in the kernel's rst_cgnames entries (RST_CGNAME_LEN in bpf/rsttrace.bpf.c).
+CGNAME_LEN = 80
 # The kernel's counters (rst_stats), by the names rsttrace.h gives their indexes.
 STAT_INDEXES = {name.lower(): i for i, name in layout().prefixed("RST_STAT_").items() if name != "MAX"}
 DRAIN_INTERVAL_S = 0.05
@@ -72,7 +75,10 @@ class Session:
         self.kinds: Counter[str] = Counter()
         self.impacts: Counter[str] = Counter()
         self.wall_offset_ns = clocks()["wall_offset_ns"]
-        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners())
+        self._cgroups = CgroupPaths()
+        self._cgroups_recorded: set[int] = set()
+        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners(),
+                                     cgroup_path=self._cgroup_path)
         self.cwait: CloseWaitWatch | None = None
         self._cwait_next_scan = 0
         self._cwait_next_count = 0
@@ -211,6 +217,29 @@ class Session:
         self._last_ts = ev.ts_ns
         # A negative return stops libbpf's ring_buffer__consume after this record (consumed).
         return -1 if self._batch >= BATCH_MAX else 0
+
+    def _cgroup_path(self, cgid: int) -> str | None:
+        """A cgroup's path: from the names the kernel kept when an event first carried it (the
+        container may be gone by now), else from the file system. Recorded in the trace the
+        first time (a replay resolves from there)."""
+        path = self._kernel_cgroup_path(cgid) or self._cgroups(cgid)
+        if cgid not in self._cgroups_recorded and self.sinks.on_record:
+            self._cgroups_recorded.add(cgid)
+            self.sinks.on_record({"type": "cgroup", "id": cgid, "path": path})
+        return path
+
+    def _kernel_cgroup_path(self, cgid: int) -> str | None:
+        if self.loaded is None or not cgid:
+            return None
+        try:
+            entry = self.loaded.bpf["rst_cgnames"][ctypes.c_uint64(cgid)]
+        except (KeyError, LookupError):
+            return None
+        # (entry.name would stop at the first NUL: the names are NUL-padded slots.)
+        raw = ctypes.string_at(ctypes.addressof(entry), ctypes.sizeof(entry))
+        size = CGNAME_LEN
+        names = [raw[i:i + size].split(b"\0", 1)[0].decode(errors="replace") for i in range(0, len(raw), size)]
+        return path_from_names(names) if any(names) else None
 
     def _take(self, ev: Event) -> None:
         """Record an event and queue it for correlation in kernel-time order."""

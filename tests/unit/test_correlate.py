@@ -13,11 +13,22 @@ from tracer.events import Event
 DATA = Path(__file__).parent.parent / "data"
 
 
-def events_of(name: str) -> list[Event]:
-    return [Event.from_dict(r) for r in tracefile.read(DATA / name) if r["type"] == "event"]
+class Recorded(list):
+    """A recording's events, with the cgroup paths the live tracer resolved (its "cgroup"
+    records), so that a replay names the same cgroups."""
+
+    cgroups: dict[int, str | None] = {}
+
+
+def events_of(name: str) -> Recorded:
+    recs = list(tracefile.read(DATA / name))
+    out = Recorded(Event.from_dict(r) for r in recs if r["type"] == "event")
+    out.cgroups = {r["id"]: r["path"] for r in recs if r["type"] == "cgroup"}
+    return out
 
 
 def incidents(events, **kw) -> list[dict]:
+    kw.setdefault("cgroup_path", getattr(events, "cgroups", {}).get)
     return [i.to_dict() for i in Correlator(**kw).run(events)]
 
 
@@ -67,7 +78,7 @@ def test_out_of_order_delivery_gives_the_same_incident():
     for seed in range(20):
         shuffled = evs[:]
         random.Random(seed).shuffle(shuffled)
-        assert incidents(shuffled) == expected
+        assert incidents(shuffled, cgroup_path=evs.cgroups.get) == expected
 
 
 def test_culprit_never_taken_from_interrupt_context():

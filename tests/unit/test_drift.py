@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracer import kernel
+from tracer import cgroups, kernel
 from tracer.correlate import Correlator
 from tracer.events import KINDS
 
@@ -24,6 +24,7 @@ def test_every_offset_the_bpf_code_reads_is_one_the_build_passes():
     for m, _s, _p in kernel.FIELDS + kernel.OPTIONAL_FIELDS:
         passed |= {f"OFF_{m}", f"SHIFT_{m}", f"MASK_{m}"}
     passed |= {"OFF_REGS_ORIG_AX", "OFF_REGS_CS"}  # KernelFeatures._context_defs
+    passed |= {f"OFF_{m}" for m, _s, _p in cgroups.CGROUP_OFFSETS} | {"OFF_KERNFS_NODE_PARENT"}  # cgroups.cflags
     assert used - passed == set(), "read in bpf/ but never passed by tracer/kernel.py"
 
 

@@ -39,8 +39,11 @@ def recorded(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_replay_gives_the_live_incidents(name):
     replayed = incidents(events_of(f"{name}.jsonl"))
-    assert [i["kind"] for i in replayed] == KINDS[name]
-    assert strip_wall(replayed) == strip_wall(recorded(name))
+    assert sorted(i["kind"] for i in replayed) == sorted(KINDS[name])
+    # Which of two settled incidents is reported first depends on when the settle clock ticked
+    # (live: per drain; replay: per event): the same incidents, whatever the order.
+    by_id = lambda incs: sorted(strip_wall(incs), key=lambda i: i["id"])  # noqa: E731
+    assert by_id(replayed) == by_id(recorded(name))
 
 
 def test_every_kind_has_words_and_a_chain_line():
@@ -62,7 +65,7 @@ def test_chain_lines_name_what_happened():
     assert chain_lines(killed)[1] == f"  -> rst_client[{killed['victim']['pid']}] write: EPIPE, SIGPIPE: killed"
     [rto] = recorded("rto_timeout")
     assert chain_lines(rto)[0] == (
-        f"10.200.1.1:{rto['local']['port']}->10.200.1.2:{rto['remote']['port']}: peer silent, "
+        f"{rto['local']['addr']}:{rto['local']['port']}->{rto['remote']['addr']}:{rto['remote']['port']}: peer silent, "
         "4 retransmission(s) over 3.0 s -> ETIMEDOUT (no RST)")
     [destroyed] = recorded("destroyed")
     assert chain_lines(destroyed)[2] == f"  -> owner rst_server[{destroyed['owner']['pid']}] read: ECONNABORTED"
@@ -85,7 +88,7 @@ OLD_KERNEL_KINDS = dict(KINDS, crash_reboot=["reset-received", "process-killed"]
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_kinds_without_reason_field(name):
     replayed = incidents(as_on_old_kernel(events_of(f"{name}.jsonl")))
-    assert [i["kind"] for i in replayed] == OLD_KERNEL_KINDS[name]
+    assert sorted(i["kind"] for i in replayed) == sorted(OLD_KERNEL_KINDS[name])
     assert all(i["reason"] is None for i in replayed)
 
 
@@ -120,11 +123,14 @@ def test_write_after_close_names_the_closer_on_every_kernel():
     """The kernel remembered who closed with FIN: found from the closed side's RST (6.10+) or,
     where no RST from TIME_WAIT is reported, from the peer's receipt of it."""
     [live] = recorded("write_after_close")
-    for evs in (events_of("write_after_close.jsonl"), as_on_old_kernel(events_of("write_after_close.jsonl"))):
-        [inc] = incidents(evs)
+    evs = events_of("write_after_close.jsonl")
+    # Where only the peer's receipt asked, the closer came from that (later) lookup.
+    [peer_closer] = [e for e in evs if e.kind == "closer" and not e.has("passive")]
+    for replay, ago in ((evs, live["close_to_reset_ms"]), (as_on_old_kernel(evs), peer_closer.ago_ms)):
+        [inc] = incidents(replay)
         assert inc["kind"] == "write-after-close"
         assert inc["culprit"] == live["culprit"] and inc["culprit"]["comm"] == "rst_server"
-        assert inc["close_to_reset_ms"] == live["close_to_reset_ms"]
+        assert inc["close_to_reset_ms"] == ago
         assert inc["idle_before_close_ms"] == live["idle_before_close_ms"]
         assert inc["victim"]["pid"] == live["victim"]["pid"]
     assert chain_lines(live)[0].startswith(f"rst_server[{live['culprit']['pid']}] closed ")
