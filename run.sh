@@ -4,8 +4,16 @@
 #   ./run.sh test    install, then run the whole test suite (host, then VM: RSTTRACE_VM=0 skips it)
 #   ./run.sh bench   install, then run the benchmarks (bench/run; --quick for a short run)
 #   ./run.sh setup   install only
-#   ./run.sh test-6.1  also install qemu, Debian's 6.1 kernel and virtme-ng, then run the
-#                      root suite inside 6.1 (qemu TCG) on the automatic and tracepoint plans
+#   ./run.sh service-install  install, then install, enable and start the systemd unit
+#                    (packaging/systemd/rsttrace.service: traces in /var/log/rsttrace, metrics on
+#                    127.0.0.1:9464; README: Running it on every host)
+#   ./run.sh test-6.1  also install qemu and virtme-ng, fetch Debian's 6.1 kernel into a cache
+#                      (tests/vm/fetch-kernels), then run the root suite inside 6.1 (qemu TCG)
+#                      on the automatic and tracepoint plans
+#   ./run.sh test-kernels [--full] [KERNEL...]  the kernel matrix (tests/vm/kernels.toml: 5.10,
+#                      6.1, 6.12, 6.12-rt, 7.2 under virtme-ng/TCG, plus the host): per kernel and
+#                      plan one traced session playing every scenario (tests/matrix), --full also
+#                      the whole root suite; then the comparison and a results table. Not in CI.
 set -eu
 cd "$(dirname "$0")"
 job=${1:-setup}
@@ -17,13 +25,24 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=""
-for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod iptables; do
+# The second line: the real software of tests/integration/test_corpus.py; prometheus and tmux:
+# tests/integration/test_prometheus.py (a real server scrapes `service --metrics`) and test_top.py.
+for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod iptables stress-ng \
+	curl haproxy memcached postgresql gunicorn nodejs lighttpd prometheus tmux; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
 	echo "run.sh: installing$need" >&2
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+	# The corpus tests start their own instances inside namespaces; the system services these
+	# packages just started (where systemd runs) are not needed. Only those installed now: a
+	# service that was already here is the machine owner's.
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		for svc in haproxy memcached postgresql lighttpd prometheus; do
+			case " $need " in *" $svc "*) systemctl disable --now "$svc" >/dev/null 2>&1 || true ;; esac
+		done
+	fi
 fi
 
 # Debian's python3 sees bcc (python3-bpfcc); the venv inherits it.
@@ -50,9 +69,23 @@ case "$job" in
 		fi
 		exit $rc ;;
 	bench) exec bench/run "$@" ;;
-	test-6.1)
+	service-install)
+		if [ ! -d /run/systemd/system ]; then
+			echo "run.sh: systemd is not running on this host (no /run/systemd/system); run" \
+				"'rsttrace service --dir /var/log/rsttrace' under its init system instead" >&2
+			exit 1
+		fi
+		install -m 0644 packaging/systemd/rsttrace.service /etc/systemd/system/rsttrace.service
+		install -d -m 0755 /usr/local/share/doc/rsttrace
+		install -m 0644 README.md /usr/local/share/doc/rsttrace/README.md
+		systemctl daemon-reload
+		systemctl enable --now rsttrace.service
+		systemctl --no-pager --lines=5 status rsttrace.service ;;
+	test-6.1|test-kernels)
+		# No kernel is installed: tests/vm/fetch-kernels fetches them into
+		# /var/cache/rsttrace-kernels with a private apt configuration (tests/vm/kernels.toml).
 		need=""
-		for pkg in qemu-system-x86 linux-image-amd64; do
+		for pkg in qemu-system-x86; do
 			dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
 		done
 		if [ -n "$need" ]; then
@@ -60,10 +93,11 @@ case "$job" in
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
 		fi
 		[ -x .venv/bin/vng ] || .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng
+		[ "$job" = test-kernels ] && exec tests/vm/run-matrix "$@"
 		rc=0
-		tests/vm/vng-run .venv/bin/python -m pytest -ra -m root tests/integration "$@" || rc=1
-		RSTTRACE_TEST_PLAN=tracepoint tests/vm/vng-run .venv/bin/python -m pytest -ra -m root \
+		KERNEL=6.1 tests/vm/vng-run .venv/bin/python -m pytest -ra -m root tests/integration "$@" || rc=1
+		KERNEL=6.1 RSTTRACE_TEST_PLAN=tracepoint tests/vm/vng-run .venv/bin/python -m pytest -ra -m root \
 			tests/integration/test_live.py tests/integration/test_plans.py "$@" || rc=1
 		exit $rc ;;
-	*) echo "run.sh: unknown job '$job' (setup, demo, test, test-6.1, bench)" >&2; exit 2 ;;
+	*) echo "run.sh: unknown job '$job' (setup, demo, test, test-6.1, test-kernels, bench, service-install)" >&2; exit 2 ;;
 esac
