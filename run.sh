@@ -26,7 +26,8 @@ fi
 
 need=""
 # The second line: the real software of tests/integration/test_corpus.py; prometheus and tmux:
-# tests/integration/test_prometheus.py (a real server scrapes `service --metrics`) and test_top.py.
+# tests/integration/test_prometheus.py (a real server scrapes `service --metrics`) and test_top.py;
+# podman, runc and busybox-static: the two containers of tests/integration/test_containers.py.
 for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod iptables stress-ng \
 	curl haproxy memcached postgresql gunicorn nodejs lighttpd prometheus tmux podman runc busybox-static; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
