@@ -27,6 +27,7 @@ BPF_PERCPU_ARRAY(rst_stats, u64, RST_STAT_MAX);
 BPF_ARRAY(rst_cfg, struct rst_config, 1);
 BPF_HASH(rst_pids, u32, u8, 1024);
 BPF_HASH(rst_ports, u16, u8, 1024);
+BPF_HASH(rst_cgroups, u64, u8, 1024);
 
 /* Sockets with something abnormal already reported: their later events (errors,
  * destruction) pass the filters and mark the end of their life. Only these
@@ -353,7 +354,7 @@ static __always_inline int rst_pass(const struct rst_event *e)
 
 		return rst_tgids.lookup(&tgid) ? 1 : 0;
 	}
-	if (!cfg->want_pid && !cfg->want_comm)
+	if (!cfg->want_pid && !cfg->want_comm && !cfg->want_cgroup)
 		return 1;
 	if (e->skaddr) {
 		u64 sk = e->skaddr;
@@ -378,6 +379,12 @@ static __always_inline int rst_pass(const struct rst_event *e)
 		u32 tgid = e->pid;
 
 		if (!rst_pids.lookup(&tgid))
+			return 0;
+	}
+	if (cfg->want_cgroup) {
+		u64 cg = e->cgroup;
+
+		if (!rst_cgroups.lookup(&cg))
 			return 0;
 	}
 	if (cfg->want_comm) {

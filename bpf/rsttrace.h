@@ -128,6 +128,7 @@ struct rst_config {
 	__u32 cwait_known;	/* 1: rst_cwait may hold sockets (user space found them overdue) */
 	char comm[16];
 	__u32 ready;		/* 0 until user space has written the filters: emit nothing */
+	__u32 want_cgroup;	/* 1: cgroups map filters task-context events (--cgroup, --container) */
 };
 
 #endif /* RSTTRACE_H */
