@@ -9,52 +9,16 @@ gives the same sockets but no idle time: the age then counts from when a sweep f
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import sockdiag
-from .procfs import inode_owners
+from .procfs import inode_owners, parse_proc_tcp, proc_tcp_rows  # noqa: F401 (parse_proc_tcp: tests)
 from .sockdiag import TcpRow
 
 CLOSE_WAIT = 0x08  # TCP_CLOSE_WAIT; also the `st` column of /proc/net/tcp
-
-
-def _addr(hexaddr: str) -> str:
-    raw = bytes.fromhex(hexaddr)
-    if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw[::-1]))
-    # Four host-order 32-bit words.
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return str(ipaddress.IPv6Address(words))
-
-
-def parse_proc_tcp(text: str, family: str) -> list[TcpRow]:
-    rows = []
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 10:
-            continue
-        local, remote, st, queues = parts[1], parts[2], parts[3], parts[4]
-        la, lp = local.rsplit(":", 1)
-        ra, rp = remote.rsplit(":", 1)
-        rows.append(TcpRow(family, _addr(la), int(lp, 16), _addr(ra), int(rp, 16), int(st, 16),
-                           int(queues.split(":")[1], 16), int(parts[9])))
-    return rows
-
-
-def proc_tcp_rows(pid: int, proc: str = "/proc") -> list[TcpRow]:
-    """The TCP sockets of PID's network namespace."""
-    rows: list[TcpRow] = []
-    for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
-        try:
-            with open(f"{proc}/{pid}/net/{name}") as f:
-                rows += parse_proc_tcp(f.read(), family)
-        except OSError:
-            continue
-    return rows
 
 
 def netns_pids(proc: str = "/proc") -> dict[int, int]:

@@ -1,10 +1,14 @@
-"""Find which processes hold sockets, by their inodes, from /proc."""
+"""What /proc says about sockets: which processes hold them (by inode), and each namespace's
+TCP table (/proc/PID/net/tcp{,6}: the one parser of it)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from collections.abc import Iterable
+
+from .sockdiag import TcpRow
 
 # One walk of every process's fds can take tens of milliseconds on a busy host, and after lost
 # events every incident may ask (its victim made no call we saw): walk at most this often and
@@ -69,3 +73,38 @@ class SocketOwners:
 def socket_owner(ino: int, proc: str = "/proc") -> tuple[int, str] | None:
     """(pid, comm) of a process with socket inode `ino` open, or None (one fresh walk)."""
     return socket_inodes(proc).get(ino)
+
+
+def _addr(hexaddr: str) -> str:
+    raw = bytes.fromhex(hexaddr)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # Four host-order 32-bit words.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return str(ipaddress.IPv6Address(words))
+
+
+def parse_proc_tcp(text: str, family: str) -> list[TcpRow]:
+    rows = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        local, remote, st, queues = parts[1], parts[2], parts[3], parts[4]
+        la, lp = local.rsplit(":", 1)
+        ra, rp = remote.rsplit(":", 1)
+        rows.append(TcpRow(family, _addr(la), int(lp, 16), _addr(ra), int(rp, 16), int(st, 16),
+                           int(queues.split(":")[1], 16), int(parts[9])))
+    return rows
+
+
+def proc_tcp_rows(pid: int, proc: str = "/proc") -> list[TcpRow]:
+    """The TCP sockets of PID's network namespace."""
+    rows: list[TcpRow] = []
+    for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
+        try:
+            with open(f"{proc}/{pid}/net/{name}") as f:
+                rows += parse_proc_tcp(f.read(), family)
+        except OSError:
+            continue
+    return rows

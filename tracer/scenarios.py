@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .procfs import proc_tcp_rows
+
 WORKLOAD_SRC = Path(__file__).parent / "workloads"
 WORKLOADS = ("rst_server", "rst_client")
 DEFAULT_CACHE_DIR = Path("/var/cache/rsttrace/workloads")
@@ -368,17 +370,7 @@ def _last_number(line: str) -> int:
 
 def _has_connection(pid: int, local_port: int, remote_port: int) -> bool:
     # /proc/PID/net is PID's namespace, so no `ip netns exec` per poll.
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            next(f)  # header
-            for row in f:
-                local, remote = row.split()[1:3]
-                if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)) == (
-                    local_port,
-                    remote_port,
-                ):
-                    return True
-    return False
+    return any((r.lport, r.rport) == (local_port, remote_port) for r in proc_tcp_rows(pid))
 
 
 @dataclass
@@ -532,14 +524,7 @@ def clean_close(
 def _wait_state(pid: int, local_port: int, remote_port: int, state: int, timeout: float = TIMEOUT) -> None:
     """Wait until PID's namespace has the connection in `state` (the /proc/net/tcp code)."""
     deadline = time.monotonic() + timeout
-    while True:
-        for table in ("tcp", "tcp6"):
-            with open(f"/proc/{pid}/net/{table}") as f:
-                for row in list(f)[1:]:
-                    local, remote, st = row.split()[1:4]
-                    if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16),
-                            int(st, 16)) == (local_port, remote_port, state):
-                        return
+    while not any((r.lport, r.rport, r.state) == (local_port, remote_port, state) for r in proc_tcp_rows(pid)):
         if time.monotonic() > deadline:
             raise WorkloadError(f"connection :{local_port}->:{remote_port} never reached state {state:#x}")
         time.sleep(0.001)
