@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -44,6 +46,64 @@ def normalise(incidents: list[dict]) -> list[dict]:
         return value
 
     return [walk(inc) for inc in incidents]
+
+
+_PLACEHOLDER = re.compile(r"<([a-z_]+)(\d+)>")
+
+
+def renumber(value, seen: dict | None = None):
+    """Placeholders (`<netns2>`, `<pid1>`) numbered again by first appearance: what is compared
+    is which values are the same, not their numbers."""
+    seen = {} if seen is None else seen
+    if isinstance(value, dict):
+        return {k: renumber(v, seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renumber(v, seen) for v in value]
+    if isinstance(value, str):
+        m = _PLACEHOLDER.fullmatch(value)
+        if m:
+            key = (m[1], value)
+            if key not in seen:
+                seen[key] = f"<{m[1]}{sum(1 for k in seen if k[0] == m[1]) + 1}>"
+            return seen[key]
+    return value
+
+
+def _erased(inc) -> str:
+    """The incident with its placeholders' numbers taken out: a sort key that does not depend on
+    the order the incidents came in (the numbers do, being given by first appearance)."""
+    return _PLACEHOLDER.sub(r"<\1>", json.dumps(inc, sort_keys=True))
+
+
+# Incidents alike but for which placeholder is which are tried in every order up to this many
+# arrangements (a scenario has one or two); beyond, their arrival order stands.
+_MAX_ARRANGEMENTS = 720
+
+
+def canonical(incidents: list[dict]) -> list[dict]:
+    """Normalised incidents in an order of their own, placeholders renumbered in it: two lists
+    of the same incidents in any order give the same list, and different incidents do not.
+
+    Sorted by content; incidents equal but for placeholders (two resets told alike, say) are
+    placed in the arrangement whose renumbered form sorts first, so how their values relate
+    (this victim is that culprit) decides, not which came first."""
+    ordered = sorted(incidents, key=_erased)
+    groups = [list(g) for _, g in itertools.groupby(ordered, key=_erased)]
+    if math.prod(math.factorial(len(g)) for g in groups) > _MAX_ARRANGEMENTS:
+        return renumber(ordered)
+    best = None
+    for arrangement in itertools.product(*(itertools.permutations(g) for g in groups)):
+        candidate = renumber([inc for group in arrangement for inc in group])
+        text = json.dumps(candidate, sort_keys=True)
+        if best is None or text < best[0]:
+            best = (text, candidate)
+    return best[1] if best else []
+
+
+def same_incidents(a: list[dict], b: list[dict]) -> bool:
+    """The same incidents, as multisets: order and pids, ports and the like do not matter, how
+    they relate does."""
+    return canonical(normalise(a)) == canonical(normalise(b))
 
 
 def test_id() -> str | None:

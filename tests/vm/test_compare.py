@@ -51,8 +51,9 @@ def sender_unseen(run: dict) -> bool:
 
 
 def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
-    """The run's incidents with what the two kernels cannot both show taken out; and the
-    problems found on the way (an old kernel that claims a reason)."""
+    """The run's incidents with what the two kernels cannot both show taken out, in canonical
+    order (incident_dump.canonical); and the problems found on the way (an old kernel that
+    claims a reason)."""
     problems = []
     no_reason = min(kernel_version(run["kernel"]), kernel_version(other["kernel"])) < REASON_SINCE
     unseen = unseen_calls(run) | unseen_calls(other)
@@ -79,7 +80,9 @@ def comparable(run: dict, other: dict) -> tuple[list[dict], list[str]]:
             victim["errors"] = [e for e in victim["errors"] if e["call"] not in unseen]
             inc["victim"] = victim
         out.append(times_out(inc))
-    return renumber(out), problems
+    # The two kernels' tracers may report the incidents of one test in either order (their
+    # settle clocks run on different machines): the comparison does not depend on it.
+    return incident_dump.canonical(out), problems
 
 
 def times_out(value, key: str = ""):
@@ -94,22 +97,8 @@ def times_out(value, key: str = ""):
     return value
 
 
-def renumber(value, seen: dict | None = None):
-    """Placeholders (`<netns2>`, `<pid1>`) numbered again by first appearance, once fields
-    were taken out: what is compared is which values are the same, not their numbers."""
-    seen = {} if seen is None else seen
-    if isinstance(value, dict):
-        return {k: renumber(v, seen) for k, v in value.items()}
-    if isinstance(value, list):
-        return [renumber(v, seen) for v in value]
-    if isinstance(value, str):
-        m = re.fullmatch(r"<([a-z_]+)(\d+)>", value)
-        if m:
-            key = (m[1], value)
-            if key not in seen:
-                seen[key] = f"<{m[1]}{sum(1 for k in seen if k[0] == m[1]) + 1}>"
-            return seen[key]
-    return value
+# Placeholders numbered again once fields were taken out (kept here by its old name).
+renumber = incident_dump.renumber
 
 
 def differences(host, guest, path: str = "") -> list[str]:
