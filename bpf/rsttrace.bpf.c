@@ -562,9 +562,11 @@ static __always_inline void rst_remember_closer(const void *sk)
 }
 
 /* After an RST `r` on a connection that this host may have closed with FIN:
- * the process that closed it, if it did so within the LRU's memory. `r` is
- * the closed side's passive RST (peer = 0), or the RST as the peer received
- * it (peer = 1: kernels before 6.10 report no RST sent from TIME_WAIT). */
+ * the process that closed it, if the cache still holds that close. `r` is
+ * the closed side's passive RST (peer = 0), the RST as the peer received it
+ * (peer = 1: kernels before 6.10 report no RST sent from TIME_WAIT), or an RST
+ * received by a socket its owner had already closed (peer = 2: the closer is
+ * the receiver's owner, flags RST_F_ORPHAN). */
 static __always_inline int rst_conn_equal(const struct rst_conn *a, const struct rst_conn *b)
 {
 	const u32 *x = (const u32 *)a, *y = (const u32 *)b;
@@ -584,7 +586,7 @@ static __always_inline void rst_report_closer(void *ctx, const struct rst_event 
 	u64 ts;
 	u32 slot;
 
-	if (peer) {
+	if (peer == 1) {
 		__builtin_memcpy(key.saddr, r->daddr, 16);
 		__builtin_memcpy(key.daddr, r->saddr, 16);
 		key.sport = r->dport;
@@ -618,7 +620,7 @@ static __always_inline void rst_report_closer(void *ctx, const struct rst_event 
 	e.dport = key.dport;
 	/* Which RST asked: the closed side's (passive, its socket's state) or the
 	 * peer's receipt of it (its state: CLOSE_WAIT). */
-	e.flags = RST_F_NOSK | (peer ? 0 : RST_F_PASSIVE);
+	e.flags = RST_F_NOSK | (peer == 0 ? RST_F_PASSIVE : 0) | (peer == 2 ? RST_F_ORPHAN : 0);
 	e.newstate = r->newstate;
 	__builtin_memcpy(e.saddr, key.saddr, 16);
 	__builtin_memcpy(e.daddr, key.daddr, 16);

@@ -1,21 +1,41 @@
-"""Command line: `rsttrace` traces live; `demo`, `doctor` and friends are subcommands."""
+"""Command line: `rsttrace` traces live; `demo`, `doctor` and friends are subcommands.
+
+Every option is checked in one place (tracer/config.py) before anything is loaded, and every
+exception is mapped to its exit code in one place (`run`, below): one line on stderr, never
+a traceback (RSTTRACE_DEBUG=1 or --debug shows it for an unexpected error).
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 
 import click
 
 from . import render
-from .config import Config, Filters, build_filters
-from .errors import BadTrace, ExitStatus, NotRoot, RsttraceError
+from .config import Config, FiniteFloat, Filters, build_filters, check_btf, check_output
+from .errors import ExitStatus, NoCompiler, NotRoot, OutputFailed, RsttraceError
 
 BANNER = "Tracing TCP resets ({plan} plan). Ctrl-C to end."
+DEBUG_ENV = "RSTTRACE_DEBUG"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rsttrace")
+    except Exception:  # noqa: BLE001 - not installed (run from a checkout)
+        try:
+            import tomllib
+
+            with open(Path(__file__).parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except Exception:  # noqa: BLE001
+            return "unknown"
 
 
 def _require_root() -> None:
@@ -23,47 +43,88 @@ def _require_root() -> None:
         raise NotRoot("rsttrace loads BPF programs and needs root: run it with sudo")
 
 
+class _Outputs:
+    """Where a live session's records go: the -o file first, then the terminal, so that
+    stdout never shows an incident the file lacks. A failed output (disk full, stdout closed)
+    stops the session: the sinks never raise (they run inside bcc's callbacks)."""
+
+    def __init__(self, cfg: Config, term, session) -> None:
+        self.cfg, self.term, self.session = cfg, term, session
+        self.writer = None
+        self.failure: OutputFailed | None = None
+        self.dropped = 0  # incidents neither written nor shown after a failure
+        self.explained: set[str] = set()
+
+    def fail(self, e: OutputFailed) -> None:
+        if self.failure is None:
+            self.failure = e
+        self.session.exiting = True
+
+    def _write(self, records: list[dict]) -> bool:
+        if self.writer is None:
+            return True
+        if self.failure is not None and not self.failure.stdout_closed:
+            return False
+        try:
+            self.writer.write(records)
+            return True
+        except OutputFailed as e:
+            self.fail(e)
+            return False
+
+    def incident(self, inc: dict) -> None:
+        file_failed = self.failure is not None and not self.failure.stdout_closed
+        if file_failed or not self._write([inc]):
+            self.dropped += 1
+            return
+        if self.term.closed:
+            return
+        try:
+            if self.cfg.json:
+                self.term.data(render.to_json(inc))
+            elif not self.cfg.quiet:
+                # Why and what to do, the first time each kind shows up (JSON always has them).
+                self.term.chain(render.chain_lines(inc, explain=inc["kind"] not in self.explained))
+                self.explained.add(inc["kind"])
+        except OutputFailed as e:
+            self.fail(e)
+
+    def record(self, rec: dict) -> None:
+        self._write([rec])
+
+    def event(self, ev) -> None:
+        if self.writer is not None:  # after stdout closed, the file still takes everything
+            self._write([ev.to_dict()])
+
+    def flush(self) -> None:
+        try:
+            self.term.flush()
+        except OutputFailed as e:
+            self.fail(e)
+
+
 def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     from .session import Session, Sinks
     from .tracefile import TraceWriter, header
 
     session = Session(cfg, keep_incidents=scenario is not None)
-    writer = None
+    out = _Outputs(cfg, term, session)
     sinks = Sinks()
-
-    explained: set[str] = set()
-
-    def on_incident(inc: dict) -> None:
-        if cfg.json:
-            term.data(render.to_json(inc))
-        elif not cfg.quiet:
-            # Why and what to do, the first time each kind shows up (JSON always has them).
-            term.chain(render.chain_lines(inc, explain=inc["kind"] not in explained))
-            explained.add(inc["kind"])
-        if writer:
-            writer.write([inc])
-
-    def on_lost(total: int) -> None:
-        term.note(f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete")
-
-    def on_record(rec: dict) -> None:
-        if writer:
-            writer.write([rec])
-
-    sinks.on_incident = on_incident
-    sinks.on_lost = on_lost
-    sinks.on_record = on_record
+    sinks.on_incident = out.incident
+    sinks.on_lost = lambda total: term.note(
+        f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete")
+    sinks.on_record = out.record
     sinks.on_note = term.note
-    sinks.on_flush = term.flush
+    sinks.on_flush = out.flush
     session.sinks = sinks
     session.install_signal_handlers()
     session.start()
-    if cfg.output:
-        writer = TraceWriter(cfg.output, header(session.plan.describe(), cfg.filters.describe(),
-                                                session.wall_offset_ns))
-        sinks.on_event = lambda ev: writer.write([ev.to_dict()])
-    term.note(BANNER.format(plan=session.plan.name))
     try:
+        if cfg.output:
+            out.writer = TraceWriter(cfg.output, header(session.plan.describe(), cfg.filters.describe(),
+                                                        session.wall_offset_ns))
+            sinks.on_event = out.event
+        term.note(BANNER.format(plan=session.plan.name))
         if scenario is not None:
             done = threading.Event()
             result: dict = {}
@@ -76,18 +137,25 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
                 finally:
                     done.set()
             threading.Thread(target=work, daemon=True).start()
-            session.run(until=lambda: done.is_set() and not session.correlator.open)
+            session.run(until=lambda: session.exiting or (done.is_set() and not session.correlator.open))
             session.scenario_result = result
         else:
             session.run()
     finally:
         session.stop()
-        if writer:
-            writer.write([{"type": "summary", "stats": session.final_stats,
-                           "incidents": sum(session.kinds.values())}])
-            writer.close()
-        for line in render.summary(session.kinds, session.final_stats):
+        stats = getattr(session, "final_stats", {})
+        if out.writer:
+            final = {"type": "summary", "stats": stats, "incidents": sum(session.kinds.values()) - out.dropped}
+            if out.failure is not None and not out.failure.stdout_closed:
+                final["error"] = str(out.failure)
+            out.writer.write_final(final)
+            out.writer.close()
+        for line in render.summary(session.kinds, stats):
             term.note(line)
+        if out.dropped:
+            term.note(f"{out.dropped} incident(s) after the failure neither written nor shown")
+    if out.failure is not None:
+        raise out.failure
     return session
 
 
@@ -95,22 +163,24 @@ def _trace_options(f):
     """The options of live tracing, shared by `rsttrace` itself and `rsttrace record`."""
     options = [
         click.option("-p", "--pid", "pids", multiple=True,
-                     help="Only incidents where this process is culprit or victim."),
+                     help="Only incidents where this process is culprit or victim (up to 1024)."),
         click.option("-c", "--comm", help="Only incidents where a process with this name is culprit or victim."),
-        click.option("-P", "--port", "ports", multiple=True, help="Only connections with this local or remote port."),
+        click.option("-P", "--port", "ports", multiple=True,
+                     help="Only connections with this local or remote port (up to 1024)."),
         click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path)."),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout."),
-        click.option("-w", "--wide", is_flag=True, help="Do not fold lines at 80 columns."),
-        click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
+        click.option("-w", "--wide", is_flag=True, help="Do not fold long lines on a terminal."),
+        click.option("--settle", default=1.0, show_default=True, type=FiniteFloat(0.05, 60),
                      help="Seconds of quiet after which an incident is reported."),
-        click.option("--duration", type=click.FloatRange(0, None), help="Stop after this many seconds."),
+        click.option("--duration", type=FiniteFloat(0, 365 * 86400, lo_open=True),
+                     help="Stop after this many seconds (> 0)."),
         click.option("--plan", "force_plan", type=click.Choice(["auto", "kprobe", "tracepoint"]),
                      default="auto", show_default=True,
                      help="Attach plan: auto (kprobes when the kernel allows them), or force one."),
         click.option("--close-wait", "close_wait", default=30.0, show_default=True,
-                     type=click.FloatRange(0, 86400),
+                     type=FiniteFloat(0, 86400),
                      help="Report sockets left in CLOSE_WAIT this many seconds (0: off)."),
-        click.option("--close-wait-every", default=60.0, show_default=True, type=click.FloatRange(0.1, 86400),
+        click.option("--close-wait-every", default=60.0, show_default=True, type=FiniteFloat(0.1, 86400),
                      help="Seconds between per-process counts of overdue CLOSE_WAIT sockets."),
         click.option("--buffer", type=click.Choice(["auto", "perf"]), default="auto",
                      help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer."),
@@ -121,35 +191,57 @@ def _trace_options(f):
     return f
 
 
-def _trace_live(output, quiet, pids, comm, ports, netns, as_json, wide, settle, duration, force_plan,
-                close_wait, close_wait_every, buffer, ready_file) -> None:
+def live_config(output, quiet, pids, comm, ports, netns, as_json, wide, settle, duration, force_plan,
+                close_wait, close_wait_every, buffer, ready_file) -> Config:
+    """The validated Config of a live run (no root needed to check it; nothing is loaded)."""
+    filters = build_filters(pids, comm, ports, netns)
+    if output is not None:
+        check_output(output)
+    return Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
+                  ready_file=ready_file, duration=duration, quiet=quiet,
+                  force_plan=None if force_plan == "auto" else force_plan,
+                  close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
+
+
+def _btf_path() -> Path:
+    from .btf import VMLINUX_BTF
+
+    return check_btf(os.environ.get("RSTTRACE_BTF") or VMLINUX_BTF)
+
+
+def _trace_live(output, quiet, **opts) -> None:
     from .terminal import Terminal
 
-    term = Terminal(wide)
-    filters = build_filters(pids, comm, ports, netns)
-    if output is not None and not output.parent.is_dir():
-        raise BadTrace(f"cannot write trace {output}: no directory {output.parent}")
+    cfg = live_config(output, quiet, **opts)
     _require_root()
-    cfg = Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
-                 ready_file=ready_file, duration=duration, quiet=quiet,
-                 force_plan=None if force_plan == "auto" else force_plan,
-                 close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
-    _run_session(cfg, term)
+    _btf_path()
+    _run_session(cfg, Terminal(cfg.wide), None)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @_trace_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write events and incidents as JSON Lines to FILE.")
+              help="Also write events and incidents as JSON Lines to FILE (created 0600).")
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error (also RSTTRACE_DEBUG=1).")
+@click.version_option(_version(), "-V", "--version", prog_name="rsttrace", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx, output, wide, **opts):
+def main(ctx, output, wide, debug, **opts):
     """Explain TCP resets live: who closed with unread data, what the peer got."""
     ctx.ensure_object(dict)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     ctx.obj["wide"] = wide
+    ctx.obj["json"] = opts["as_json"]
     ctx.obj["force_plan"] = None if opts["force_plan"] == "auto" else opts["force_plan"]
+    # Checked even when a subcommand runs: a bad value is never silently ignored.
+    cfg = live_config(output, False, wide=wide, **opts)
     if ctx.invoked_subcommand is not None:
         return
-    _trace_live(output, False, wide=wide, **opts)
+    _require_root()
+    _btf_path()
+    from .terminal import Terminal
+
+    _run_session(cfg, Terminal(cfg.wide), None)
 
 
 @main.command()
@@ -161,24 +253,33 @@ def record(file, quiet, **opts):
     _trace_live(file, quiet, **opts)
 
 
+_STRICT = click.option("--strict", is_flag=True,
+                       help="Stop at the first bad line or file (default: skip it with a warning).")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: summary and incidents.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(0, None),
               help="Show the last N incidents (0: all).")
-def report(files, as_json, limit):
+@_STRICT
+@click.pass_context
+def report(ctx, files, as_json, limit, strict):
     """Incidents and summary of recorded traces (JSON Lines or exported Parquet); no root needed."""
     from . import frame, report as rep
+    from .terminal import Terminal
 
-    trace = frame.load(list(files), event_columns=["kind"])
+    term = Terminal(ctx.obj.get("wide", False))
+    trace = frame.load(list(files), event_columns=["kind"], strict=strict)
     for w in trace.warnings:
-        click.echo(f"rsttrace: warning: {w}", err=True)
+        term.warning(w)
     summary = rep.summarize(trace)
     if as_json:
-        click.echo(rep.to_json(summary, trace))
+        term.data(rep.to_json(summary, trace))
+        term.flush()
         return
     rows, _ = rep.rows_in_order(trace, limit)
-    click.echo("\n".join(rep.text(summary, rows)))
+    term.lines(rep.text(summary, rows))
 
 
 @main.command()
@@ -186,69 +287,104 @@ def report(files, as_json, limit):
 @click.option("--to", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("-o", "--output", "prefix", type=click.Path(path_type=Path),
               help="Write PREFIX.events.FMT and PREFIX.incidents.FMT (default: next to the first file).")
-def export(files, fmt, prefix):
-    """Export traces as typed tables: one for events, one for incidents."""
+@_STRICT
+@click.pass_context
+def export(ctx, files, fmt, prefix, strict):
+    """Export traces as typed tables: one for events, one for incidents (created 0600)."""
     from . import frame
+    from .terminal import Terminal
 
-    trace = frame.load(list(files))
+    term = Terminal(ctx.obj.get("wide", False))
+    trace = frame.load(list(files), strict=strict)
     for w in trace.warnings:
-        click.echo(f"rsttrace: warning: {w}", err=True)
+        term.warning(w)
     if prefix is None:
         first = files[0]
-        prefix = first.with_name(first.name.removesuffix(".jsonl")) if not first.is_dir() else first / "trace"
-    for path in frame.export(trace, prefix, fmt):
-        click.echo(str(path))
+        stem = first.name.removesuffix(".jsonl").removesuffix(".events.parquet").removesuffix(".incidents.parquet")
+        prefix = first.with_name(stem) if not first.is_dir() else first / "trace"
+    inputs = list(trace.files) + [frame._parquet_pair(f)[1] for f in trace.files
+                                  if str(f).endswith(".events.parquet")]
+    for name in ("events", "incidents"):
+        check_output(Path(f"{prefix}.{name}.{fmt}"), inputs)
+    term.lines(str(path) for path in frame.export(trace, prefix, fmt))
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the merged trace (events of all inputs, joined incidents) to FILE.")
-@click.option("--tolerance", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Write the merged trace (events of all inputs, joined incidents) to FILE (created 0600).")
+@click.option("--tolerance", default=2.0, show_default=True, type=FiniteFloat(0, 3600),
               help="Seconds the hosts' clocks may differ by (plus the RST's flight time).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
-def merge(files, output, tolerance, as_json):
+@_STRICT
+@click.pass_context
+def merge(ctx, files, output, tolerance, as_json, strict):
     """Join traces from several hosts: each RST sent on one with its victim on another."""
     from . import merge as mg, report as rep
     from .frame import flatten_incident
+    from .terminal import Terminal
 
+    term = Terminal(ctx.obj.get("wide", False))
     if len(files) < 2:
         raise click.UsageError("merge needs at least two traces")
-    sources, incidents, stats = mg.merge(list(files), int(tolerance * 1e9))
     if output is not None:
-        mg.write(list(files), output, sources, incidents, stats)
+        check_output(output, files)
+    warnings: list[str] = []
+    sources, incidents, stats = mg.merge(list(files), int(tolerance * 1e9), strict=strict, warnings=warnings)
+    for w in warnings:
+        term.warning(w)
+    if output is not None:
+        mg.write(list(files), output, sources, incidents, stats, strict=strict)
     hosts = [s.get("host") for s in sources]
     for inc in incidents:
         if as_json:
-            click.echo(mg.to_json(inc))
+            term.data(mg.to_json(inc))
             continue
         row = flatten_incident(inc)
         row["host"] = hosts[inc["src"]]
         row["victim_host"] = hosts[inc["victim"]["src"]] if inc.get("victim") and "src" in inc["victim"] \
             else row["host"]
         row["wall_ns"] = inc["timestamps"]["first_ns"] + sources[inc["src"]]["wall_offset_ns"]
-        click.echo(rep.incident_line(row))
-    click.echo(f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
-               f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
-               f"{stats['unmatched_senders']} sender(s) without victim, "
-               f"{stats['unmatched_receivers']} victim(s) without sender", err=True)
+        term.lines([rep.incident_line(row)])
+    term.flush()
+    term.note(f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
+              f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
+              f"{stats['unmatched_senders']} sender(s) without victim, "
+              f"{stats['unmatched_receivers']} victim(s) without sender")
+
+
+def _find_compiler() -> str:
+    cc = os.environ.get("CC") or "gcc"
+    if not shutil.which(cc):
+        raise NoCompiler(f"C compiler {cc!r} not found in PATH: install gcc (or set CC) to build "
+                         "the demo's workloads")
+    return cc
 
 
 @main.command()
 @click.option("--unread", default=1000, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--json", "as_json", is_flag=True, help="Print the incident as JSON.")
 @click.pass_context
-def demo(ctx, unread):
+def demo(ctx, unread, as_json):
     """Reproduce the seed scenario in a private network namespace while tracing it."""
     from . import scenarios
     from .terminal import Terminal
 
+    as_json = as_json or ctx.obj.get("json", False)
     term = Terminal(ctx.obj.get("wide", False))
     _require_root()
-    scenarios.build_workloads()
+    _btf_path()
+    cc = _find_compiler()
+    try:
+        scenarios.build_workloads()
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "failed"
+        raise NoCompiler(f"cannot build the demo's workloads with {cc}: {first}") from None
     with scenarios.Netns("rstdemo") as ns:
         term.note(f"demo: server and client in network namespace {ns.name}; the server closes "
                   f"with {unread} bytes unread, the client (default SIGPIPE) keeps writing")
-        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5, force_plan=ctx.obj.get("force_plan"))
+        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5, json=as_json,
+                     force_plan=ctx.obj.get("force_plan"), wide=ctx.obj.get("wide", False))
         session = _run_session(cfg, term, scenario=lambda: scenarios.unread_close(ns, unread=unread))
     res = session.scenario_result
     if "error" in res:
@@ -259,18 +395,28 @@ def demo(ctx, unread):
         raise RsttraceError("demo: the expected incident was not seen")
 
 
+_NO_TRACEFS = Path("/nonexistent/rsttrace-tracefs")
+
+
 @main.command()
 @click.pass_context
 def doctor(ctx):
     """Say what this kernel offers and which attach plan rsttrace would use, and why."""
     from .kernel import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, KernelFeatures, find_tracefs
     from .probes import choose_plan
+    from .terminal import Terminal
 
+    term = Terminal(ctx.obj.get("wide", False))
     lines = []
-    feats = KernelFeatures.probe()
+    btf = _btf_path()
+    try:
+        tfs = find_tracefs()
+        tfs_text = f"mounted at {tfs}" if tfs else "not mounted (rsttrace mounts it)"
+    except OSError as e:  # not root: tracefs is usually 0700
+        tfs, tfs_text = None, f"not readable ({e.strerror}; run with sudo)"
+    feats = KernelFeatures.probe(btf, tracefs=tfs or _NO_TRACEFS)
     lines.append(f"kernel {feats.release}; BTF at {feats.btf_path}: struct offsets come from it")
-    tfs = find_tracefs()
-    lines.append(f"tracefs: {'mounted at ' + str(tfs) if tfs else 'not mounted (rsttrace mounts it)'}")
+    lines.append(f"tracefs: {tfs_text}")
     for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS) + ("sys_exit",):
         n = feats.tracepoints.get(tp, -1)
         lines.append(f"  tracepoint {tp}: " + ("MISSING" if n == -1 else "present" if n is None
@@ -280,7 +426,7 @@ def doctor(ctx):
                  else "reset reasons: none in this kernel (before 6.10); kinds come from the close path")
     if os.geteuid() != 0:
         lines.append("not root: attach trials skipped (run with sudo to try kprobes and fentry)")
-        click.echo("\n".join(lines))
+        term.lines(lines)
         return
     plan = choose_plan(feats, force=ctx.obj.get("force_plan"), report_fentry=True)
     for t in plan.trials:
@@ -289,7 +435,7 @@ def doctor(ctx):
     lines.extend(_plan_words(plan, feats))
     for m in plan.missing:
         lines.append(f"degraded: {m}")
-    click.echo("\n".join(lines))
+    term.lines(lines)
 
 
 def _plan_words(plan, feats) -> list[str]:
@@ -318,23 +464,63 @@ def _plan_words(plan, feats) -> list[str]:
     return out
 
 
-def run() -> None:
+def _usage_error(e: click.ClickException) -> None:
+    """click's message as one line (anything the user typed made safe), and where help is."""
+    from .terminal import Terminal
+
+    msg = " ".join(e.format_message().split("\n"))
+    ctx = getattr(e, "ctx", None)
+    hint = ""
+    if isinstance(e, click.UsageError) and ctx is not None:
+        hint = f" (see '{ctx.command_path} --help')"
+    Terminal().error(msg + hint)
+
+
+def exit_status(e: BaseException) -> int:
+    """The one mapping from an exception to rsttrace's exit code (README: Exit codes)."""
+    if isinstance(e, RsttraceError):
+        return int(e.status)
+    if isinstance(e, click.exceptions.Abort):
+        return int(ExitStatus.ERROR)
+    if isinstance(e, click.ClickException):
+        return int(ExitStatus.USAGE)
+    if isinstance(e, KeyboardInterrupt):
+        return int(ExitStatus.OK)
+    return int(ExitStatus.ERROR)
+
+
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors with distinct exit codes, never a traceback."""
     from .terminal import Terminal
 
     try:
-        main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(ExitStatus.ERROR)
+        code = main(args=argv, prog_name="rsttrace", standalone_mode=False)
+        status = code if isinstance(code, int) else ExitStatus.OK
+    except click.exceptions.Exit as e:
+        status = e.exit_code
+    except click.exceptions.Abort as e:
+        status = exit_status(e)
     except click.ClickException as e:
-        e.show()
-        sys.exit(ExitStatus.USAGE)
+        _usage_error(e)
+        status = exit_status(e)
     except RsttraceError as e:
         Terminal().error(str(e))
-        sys.exit(e.status)
-    except KeyboardInterrupt:
-        sys.exit(ExitStatus.OK)
-    sys.exit(ExitStatus.OK)
+        status = exit_status(e)
+    except KeyboardInterrupt as e:
+        status = exit_status(e)
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()
+        Terminal().error(f"unexpected {type(e).__name__}: {e} (a bug; run with {DEBUG_ENV}=1 or "
+                         "--debug to see the traceback)")
+        status = exit_status(e)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,59 @@
-"""The validated, frozen run configuration; filters become numbers and map entries here."""
+"""The validated, frozen run configuration; filters become numbers and map entries here.
+
+This is the one place where option values are checked: numbers (finite, in range), filters
+(exist, fit the kernel's maps), the BTF file and output paths. The CLI calls it before
+anything is loaded, so a bad value is one line and its exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadFilter
+import click
+
+from .errors import BadFilter, BadTrace, NoBtf
 
 COMM_MAX = 15  # TASK_COMM_LEN - 1
+# Entries of the kernel's filter maps (bpf/rsttrace.bpf.c: rst_pids, rst_ports).
+PID_MAP_MAX = 1024
+PORT_MAP_MAX = 1024
+_DIGITS = re.compile(r"[0-9]{1,20}")
+NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number in [lo, hi] (or (lo, hi] with lo_open): nan, inf and out-of-range
+    values are usage errors (exit 2). click.FloatRange lets nan through."""
+
+    name = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def _range(self) -> str:
+        lo = "" if self.lo is None else f"{self.lo:g} {'<' if self.lo_open else '<='} "
+        hi = "" if self.hi is None else f" <= {self.hi:g}"
+        return f"{lo}x{hi}"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            x = float(value)
+        else:
+            try:
+                x = float(str(value).strip())
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)) or \
+                self.hi is not None and x > self.hi:
+            self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
+        return x
 
 
 @dataclass(frozen=True)
@@ -38,12 +83,16 @@ class Filters:
         return True
 
 
+def _int(value: str | int) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
 def parse_pid(value: str | int) -> int:
-    try:
-        pid = int(value)
-    except (TypeError, ValueError):
-        raise BadFilter(f"invalid pid {value!r}: expected a positive integer") from None
-    if pid <= 0:
+    pid = _int(value)
+    if pid is None or pid <= 0 or pid > 0xFFFFFFFF:
         raise BadFilter(f"invalid pid {value!r}: expected a positive integer")
     if not Path(f"/proc/{pid}").exists():
         raise BadFilter(f"no process with pid {pid}")
@@ -51,41 +100,124 @@ def parse_pid(value: str | int) -> int:
 
 
 def parse_port(value: str | int) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise BadFilter(f"invalid port {value!r}: expected 1-65535") from None
-    if not 1 <= port <= 65535:
+    port = _int(value)
+    if port is None or not 1 <= port <= 65535:
         raise BadFilter(f"invalid port {value!r}: expected 1-65535")
     return port
 
 
 def parse_comm(value: str) -> str:
-    if not value or len(value.encode()) > COMM_MAX or "\0" in value:
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        shown = repr(value.encode("utf-8", "surrogateescape"))[2:-1]
+        raise BadFilter(f"invalid comm '{shown}': not UTF-8 text") from None
+    if not value or len(raw) > COMM_MAX or "\0" in value:
         raise BadFilter(f"invalid comm {value!r}: 1 to {COMM_MAX} bytes (the kernel keeps 15)")
     return value
 
 
+def _netns_inodes() -> set[int]:
+    """Inodes of the network namespaces this host has: those of processes, and named ones."""
+    found: set[int] = set()
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            found.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+        except OSError:
+            pass
+    for d in NETNS_DIRS:
+        try:
+            for name in os.listdir(d):
+                try:
+                    found.add(os.stat(d / name).st_ino)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return found
+
+
 def parse_netns(value: str | int) -> int:
-    """A netns inode number, a name under /run/netns, or a path such as /proc/PID/ns/net."""
+    """A netns inode number, a name under /run/netns, or a path such as /proc/PID/ns/net;
+    it must name a network namespace that exists."""
     text = str(value)
-    if text.isdigit():
-        return int(text)
+    unknown = (f"unknown network namespace {value!r} (an inode number, a name in "
+               "/run/netns, or a path like /proc/PID/ns/net)")
+    if not text.strip() or "\0" in text:
+        raise BadFilter(unknown)
+    n = _int(text)
+    if n is not None:
+        if n <= 0 or n not in _netns_inodes():
+            raise BadFilter(f"no network namespace with inode {text}: expected the inode of "
+                            "a namespace in use (ls -L -i /proc/PID/ns/net) or a name in /run/netns")
+        return n
     path = Path(text) if "/" in text else Path("/run/netns") / text
     try:
-        return os.stat(path).st_ino
-    except OSError:
-        raise BadFilter(f"unknown network namespace {value!r} (an inode number, a name in "
-                        "/run/netns, or a path like /proc/PID/ns/net)") from None
+        st = os.stat(path)
+    except (OSError, ValueError):
+        raise BadFilter(unknown) from None
+    if st.st_ino not in _netns_inodes() and not str(path).startswith("/proc/"):
+        raise BadFilter(f"{value!r} is not a network namespace")
+    return st.st_ino
 
 
 def build_filters(pids=(), comm=None, ports=(), netns=None) -> Filters:
+    pid_set = frozenset(parse_pid(p) for p in pids)
+    if len(pid_set) > PID_MAP_MAX:
+        raise BadFilter(f"too many pids: {len(pid_set)} (the kernel's filter holds {PID_MAP_MAX})")
+    port_set = frozenset(parse_port(p) for p in ports)
+    if len(port_set) > PORT_MAP_MAX:
+        raise BadFilter(f"too many ports: {len(port_set)} (the kernel's filter holds {PORT_MAP_MAX})")
     return Filters(
-        pids=frozenset(parse_pid(p) for p in pids),
-        comm=parse_comm(comm) if comm else None,
-        ports=frozenset(parse_port(p) for p in ports),
+        pids=pid_set,
+        comm=parse_comm(comm) if comm is not None else None,
+        ports=port_set,
         netns=parse_netns(netns) if netns is not None else None,
     )
+
+
+def check_btf(path: str | os.PathLike) -> Path:
+    """The BTF file to read (RSTTRACE_BTF): a regular file, never a FIFO or a device that
+    would block or never end."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        raise NoBtf(f"no BTF at {p}: rsttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NoBtf(f"{p}: not a regular file (BTF must be a file such as /sys/kernel/btf/vmlinux)")
+    return p
+
+
+def check_output(path: Path, inputs=()) -> Path:
+    """An output path that may be created: its folder exists, it is not a folder, and it is
+    not one of the inputs (writing would destroy what is being read)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadTrace(f"cannot write trace {path}: no directory {parent}")
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return path
+    if stat.S_ISLNK(st.st_mode):
+        raise BadTrace(f"cannot write {path}: it is a symbolic link (refused; name the file itself)")
+    if stat.S_ISDIR(st.st_mode):
+        raise BadTrace(f"cannot write {path}: it is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadTrace(f"cannot write {path}: not a regular file (a FIFO, device or socket)")
+    for inp in inputs:
+        try:
+            si = os.stat(inp)
+        except (OSError, ValueError):
+            continue
+        if (si.st_dev, si.st_ino) == (st.st_dev, st.st_ino):
+            raise BadTrace(f"cannot write {path}: it is also an input (writing would destroy it)")
+    return path
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Victim:
     unread_at_reset: int | None = None  # bytes it had received but not read when the RST came
     unacked_at_reset: int | None = None  # bytes it had written that the peer never acknowledged
     unread_at_close: int | None = None  # bytes still unread when its socket was freed
+    closed_before_reset: bool = False  # its owner had closed the socket before the RST came
     cgroup: int = 0  # its cgroup id (tracer/cgroups.py), when its own task was seen
 
     @property
@@ -55,6 +56,7 @@ class Victim:
             "errors": self.errors, "sigpipe": self.sigpipe, "exit_signal": self.exit_signal,
             "closed": self.closed, "unread_at_reset": self.unread_at_reset,
             "unacked_at_reset": self.unacked_at_reset, "unread_at_close": self.unread_at_close,
+            "closed_before_reset": self.closed_before_reset,
         }
 
 
@@ -251,6 +253,9 @@ class _Socks:
     def put(self, ev: Event, inc: Incident) -> None:
         self._map[(ev.netns, ev.sk)] = (inc, ev.tuple)
 
+    def forget(self, key: tuple[int, int]) -> None:
+        self._map.pop(key, None)
+
     def pop(self, ev: Event) -> Incident | None:
         inc = self.get(ev)
         self._map.pop((ev.netns, ev.sk), None)
@@ -333,7 +338,7 @@ class Correlator:
         self.cgroup_path = cgroup_path
         # How long an incident whose other side may still act waits for it (at least 5 s).
         self.hold_ns = hold_ns if hold_ns is not None else max(10 * settle_ns, 5 * NS)
-        self.stats_ref = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0}
+        self.stats_ref = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0, "not_received": 0}
         self.settle_ns = settle_ns
         self.match_window_ns = match_window_ns
         self.owner_of = owner_of
@@ -350,10 +355,49 @@ class Correlator:
         self.recent: OrderedDict[tuple, Incident] = OrderedDict()
         self.stats = self.stats_ref
         self._handlers: dict = {}  # event kind -> bound _on_<kind> method, or False
+        self._held: dict[tuple[int, int], list[Event]] = {}  # see ORPHAN_WAIT_NS
 
     # -- public ---------------------------------------------------------------
     def feed(self, ev: Event) -> list[Incident]:
         self.stats["events"] += 1
+        out = self._release_held(ev.ts_ns) if self._held else []
+        if self._hold(ev):
+            return out
+        return out + self._handle(ev)
+
+    # tcp_reset() runs on an orphan in FIN_WAIT that gets data after shutting its read side
+    # (the peer wrote after our close): tcp_receive_reset fires, the socket is destroyed, and
+    # only then the RST it sends is reported (TCP_ABORT_ON_DATA). No RST arrived: such a
+    # receipt, and what follows it on that socket, waits this long (kernel time) for its own
+    # socket's send_reset, which drops it; otherwise it is an RST received after all.
+    ORPHAN_WAIT_NS = 10_000_000
+
+    def _hold(self, ev: Event) -> bool:
+        if ev.kind == "recv_reset" and ev.has("orphan") and ev.state in ("FIN_WAIT1", "FIN_WAIT2"):
+            self._held[(ev.netns, ev.sk)] = [ev]
+            return True
+        if not ev.sk and ev.kind == "closer" and ev.has("orphan"):
+            key = next((k for k, evs in self._held.items() if evs[0].tuple == ev.tuple and k[0] == ev.netns), None)
+        else:
+            key = (ev.netns, ev.sk)
+        held = self._held.get(key) if ev.sk or ev.kind == "closer" else None
+        if held is None:
+            return False
+        if ev.kind == "send_reset" and ev.has("passive") and ev.tuple == held[0].tuple:
+            del self._held[key]  # the abort on data: its receipt was not an RST received
+            self.stats["not_received"] += 1
+            return False
+        held.append(ev)
+        return True
+
+    def _release_held(self, now_ns: int, everything: bool = False) -> list[Incident]:
+        out: list[Incident] = []
+        for key in [k for k, evs in self._held.items() if everything or now_ns - evs[0].ts_ns > self.ORPHAN_WAIT_NS]:
+            for ev in self._held.pop(key):
+                out += self._handle(ev)
+        return out
+
+    def _handle(self, ev: Event) -> list[Incident]:
         handler = self._handlers.get(ev.kind)
         if handler is None:
             handler = self._handlers[ev.kind] = getattr(self, "_on_" + ev.kind, False)
@@ -373,7 +417,9 @@ class Correlator:
     def tick(self, now_ns: int) -> list[Incident]:
         """Report incidents nothing has happened to for settle_ns, or for hold_ns when the
         other side's story may still go on (it holds its socket, or it got a FIN and may write)."""
+        released = self._release_held(now_ns) if self._held else []
         done = [i for i in self.open.values() if self._due(i, now_ns - i.last_ns)]
+        return released + [self._finish(i) for i in sorted(done, key=lambda i: i.first_ns)]
         return [self._finish(i) for i in sorted(done, key=lambda i: i.first_ns)]
 
     def _due(self, inc: Incident, quiet_ns: int) -> bool:
@@ -386,11 +432,12 @@ class Correlator:
         # test_under_load.py). Its story has ended when its socket is freed or it died.
         sides = [s for s in (inc.victim, inc.owner) if s is not None]
         if sides:
-            return all(s.closed or s.exit_signal is not None for s in sides)
+            return all(s.closed or s.closed_before_reset or s.exit_signal is not None for s in sides)
         return inc.ended_with != "FIN"  # a killed process's FIN: the peer may still write
 
     def flush(self) -> list[Incident]:
-        return [self._finish(i) for i in sorted(self.open.values(), key=lambda i: i.first_ns)]
+        released = self._release_held(0, everything=True) if self._held else []
+        return released + [self._finish(i) for i in sorted(self.open.values(), key=lambda i: i.first_ns)]
 
     def run(self, events: Iterable[Event]) -> Iterator[Incident]:
         """Replay a recorded stream (sorted here) and yield every incident."""
@@ -442,6 +489,14 @@ class Correlator:
         inc.kind = inc.classify()
         self.stats["incidents"] += 1
         return inc
+
+    def _discard(self, inc: Incident) -> None:
+        """Forget an incident that turned out not to be one (never reported)."""
+        self.open.pop(inc.id, None)
+        for table in (self.by_tuple, self.by_peer, self.sigpipe_tids):
+            table.drop(inc)
+        if inc.victim_sk is not None:
+            self.socks.forget(inc.victim_sk)
 
     def _victim_of(self, ev: Event) -> Incident | None:
         inc = self.socks.get(ev)
@@ -559,6 +614,12 @@ class Correlator:
 
     def _on_send_reset(self, ev: Event) -> Incident | None:
         inc = self.socks.get(ev) if ev.sk and not ev.has("nosk") else None
+        if inc is not None and inc.victim_sk == (ev.netns, ev.sk) and ev.has("passive") and not inc.victim.errors:
+            # Data reached this socket after it shut its read side (an orphan in FIN_WAIT):
+            # tcp_reset() on it fired tcp_receive_reset although no RST came, and now it
+            # answers with one (TCP_ABORT_ON_DATA). It is the sender, not a victim.
+            self._discard(inc)
+            inc = None
         if inc is None:
             # A reset from the same host for a connection already reported (a killed process's
             # socket answering from TIME_WAIT): same tuple, same namespace.
@@ -701,6 +762,16 @@ class Correlator:
 
     def _on_closer(self, ev: Event) -> Incident | None:
         """The kernel remembered who closed this connection with FIN before the RST."""
+        if ev.has("orphan"):
+            # The side that got the RST had been closed by its owner, who may be gone: name it.
+            for cand in (self.by_tuple.get(_reverse(ev.tuple)), self.by_peer.get(ev.tuple)):
+                v = cand.victim if cand is not None else None
+                if v is not None and (v.netns, v.laddr, v.lport) == (ev.netns, ev.laddr, ev.lport):
+                    if not v.pid:
+                        v.pid, v.comm, v.cgroup = ev.pid, ev.comm, ev.cgroup
+                    v.closed_before_reset = True  # nothing it does can fail any more
+                    return cand
+            return None
         inc = self.by_tuple.get(ev.tuple)
         if inc is None or inc.netns != ev.netns:
             # No RST from the closed side seen (yet, or at all before 6.10): the peer's.

@@ -19,6 +19,7 @@ class ExitStatus(IntEnum):
     BAD_TRACE = 10
     NO_COMPILER = 11
     NO_PLAN = 12  # --plan kprobe where the kernel refuses kprobes
+    OUTPUT = 13  # an output failed while running: disk full, I/O error, stdout closed
 
 
 class RsttraceError(Exception):
@@ -66,3 +67,17 @@ class BadFilter(RsttraceError):
 
 class BadTrace(RsttraceError):
     status = ExitStatus.BAD_TRACE
+
+
+class NoCompiler(RsttraceError):
+    status = ExitStatus.NO_COMPILER
+
+
+class OutputFailed(RsttraceError):
+    """Writing an output failed part-way (ENOSPC, EIO) or stdout was closed (EPIPE)."""
+
+    status = ExitStatus.OUTPUT
+
+    def __init__(self, message: str, stdout_closed: bool = False) -> None:
+        super().__init__(message)
+        self.stdout_closed = stdout_closed

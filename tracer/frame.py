@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from .errors import BadTrace, RsttraceError
-from .tracefile import check_header, line_error, recordings
+from .errors import BadTrace, OutputFailed, RsttraceError
+from .tracefile import Reader, check_header, recordings
 
 try:  # several times faster on big traces; the standard library otherwise
     from orjson import loads as _loads
@@ -73,7 +75,8 @@ class Trace:
 class _Acc:
     """What has been read so far, across files; turned into a Trace at the end or on error."""
 
-    def __init__(self, event_columns: Iterable[str] | None) -> None:
+    def __init__(self, event_columns: Iterable[str] | None, strict: bool = False) -> None:
+        self.strict = strict
         self.event_columns = None if event_columns is None else list(event_columns)
         self.event_tables: list = []
         self.incident_tables: list = []
@@ -110,28 +113,6 @@ def _event_schema(columns: list[str] | None):
     return pa.schema([(n, types[n]) for n in names])
 
 
-def _check_event(rec: dict, schema, n_src: int) -> str | None:
-    """Why a decoded event line cannot be a row (the slow path's precise check), or None."""
-    import pyarrow as pa
-
-    if rec.get("src") is not None and rec["src"] not in range(n_src):
-        return f"event src {rec['src']!r} names no recording of this trace"
-    for name in ("ts_ns", "kind"):
-        if rec.get(name) is None:
-            return f"event without {name}"
-    for f in schema:
-        v = rec.get(f.name)
-        if v is None:
-            continue
-        if pa.types.is_integer(f.type) and (not isinstance(v, int) or isinstance(v, bool)):
-            return f"event field {f.name} is not an integer ({v!r})"
-        if pa.types.is_string(f.type) and not isinstance(v, str):
-            return f"event field {f.name} is not a string ({v!r})"
-        if pa.types.is_list(f.type) and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-            return f"event field {f.name} is not a list of strings ({v!r})"
-    return None
-
-
 def _events_fast(lines: list[bytes], schema, extras: bool):
     import pyarrow as pa
     import pyarrow.json as pj
@@ -152,21 +133,6 @@ def _events_fast(lines: list[bytes], schema, extras: bool):
     return table
 
 
-def _events_slow(lines: list[bytes], schema, n_src: int, extras: bool) -> tuple[object, int | None, str | None]:
-    """Rows up to the first bad event line; (table, index of the bad line, why)."""
-    rows: list[dict] = []
-    for i, line in enumerate(lines):
-        try:
-            rec = _loads(line)
-        except ValueError as e:
-            return _rows_table(rows, schema, extras), i, line_error(line + NL, e)
-        why = _check_event(rec, schema, n_src) if isinstance(rec, dict) else "not a JSON object"
-        if why:
-            return _rows_table(rows, schema, extras), i, why
-        rows.append(rec)
-    return _rows_table(rows, schema, extras), None, None
-
-
 def _rows_table(rows: list[dict], schema, extras: bool):
     """Known fields typed by the schema; with `extras`, unknown fields inferred (as the fast reader)."""
     import pyarrow as pa
@@ -178,9 +144,11 @@ def _rows_table(rows: list[dict], schema, extras: bool):
             names.update(dict.fromkeys(k for k in r if k not in schema.names and k != "type"))
         for name in names:
             vals = [r.get(name) for r in rows]
+            if any(isinstance(v, (list, dict)) for v in vals):  # tables stay flat: nested -> JSON text
+                vals = [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals]
             try:
                 col = pa.array(vals)
-            except (pa.ArrowException, OverflowError):
+            except (pa.ArrowException, OverflowError, TypeError, ValueError):
                 col = pa.array([None if v is None else json.dumps(v) for v in vals], pa.string())
             table = table.append_column(name, col)
     return table
@@ -244,7 +212,7 @@ def _column_of(vals: list):
 
     try:
         return pa.array(vals)
-    except (pa.ArrowException, OverflowError):
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
         return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals],
                         pa.string())
 
@@ -342,117 +310,80 @@ def _finish_incidents_table(table, local_src: list[int]):
 
 
 def _read_jsonl(path: Path, acc: _Acc) -> None:
-    import pyarrow as pa
-
+    """One JSON Lines trace. Every line is validated once, at the edge (tracefile.Reader):
+    a bad line is skipped and named in the warnings (strict: BadTrace), so nothing
+    malformed reaches pyarrow or pandas and no valid line is lost."""
+    reader = Reader(path, strict=acc.strict)
+    records = reader.records()
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BadTrace(f"{path}: {e.strerror}") from None
-    lines = data.split(b"\n")
-    tail = lines.pop()
-    cut: tuple[int, str] | None = None  # (0-based line, why) of the first bad line
-    if tail.strip():
-        try:
-            json.loads(tail)
-            lines.append(tail)  # complete, only the final newline is missing
-        except ValueError:
-            cut = (len(lines), "truncated last line")
-    if not lines or not lines[0].strip():
-        raise BadTrace(f"{path}:1: not an rsttrace trace (no header line)")
-    try:
-        head = check_header(path, json.loads(lines[0]))
-    except ValueError as e:
-        raise BadTrace(f"{path}:1: {line_error(lines[0] + NL, e)}") from None
+        _lineno, _raw, head = next(records)
+        local_src: list[int] | None = None
+        event_lines: list[bytes] = []
+        event_recs: list[dict] = []  # only for the precise path, built when needed
+        incident_lines: list[bytes] = []
+        others: list[dict] = []
+        n_src = len(recordings(head, path))
+        for lineno, raw, rec in records:
+            kind = rec["type"]
+            src = rec.get("src")
+            if kind in ("event", "incident") and src is not None and src >= n_src:
+                reader._bad(lineno, f"{kind} src {src} names no recording of this trace")
+                continue
+            if kind == "incident":
+                victim = rec.get("victim") or {}
+                if victim.get("src") is not None and victim["src"] >= n_src:
+                    reader._bad(lineno, f"incident victim src {victim['src']} names no recording of this trace")
+                    continue
+            if kind == "event":
+                event_lines.append(raw)
+            elif kind == "incident":
+                incident_lines.append(raw)
+                others.append(rec)
+            else:
+                others.append(rec)
+    except BadTrace as e:
+        if reader.header is None:
+            raise
+        # strict: keep what came before the bad line (load's `partial`)
+        local_src = _sources_of(reader.header, path, acc)
+        acc.files.append(path)
+        _add_jsonl_tables(acc, local_src, event_lines, incident_lines, others)
+        raise e from None
     acc.files.append(path)
     local_src = _sources_of(head, path, acc)
-
-    others: list[tuple[int, dict]] = []
-    odd_events: list[int] = []  # event lines spelt differently: only the precise reader takes them
-
-    def earlier(new: tuple[int, str]) -> tuple[int, str]:
-        return new if cut is None or new[0] < cut[0] else cut
-
-    for i, line in enumerate(lines):
-        if i == 0 or EVENT_MARK in line or INCIDENT_MARK in line or not line.strip():
-            continue
-        try:
-            rec = _loads(line)
-        except ValueError as e:
-            cut = earlier((i, line_error(line + NL, e)))
-            break
-        if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
-            cut = earlier((i, 'not a trace record (no "type")'))
-            break
-        if rec["type"] == "event":
-            odd_events.append(i)
-        else:
-            others.append((i, rec))
-
-    incidents = None
-    if cut is None and not any(r["type"] == "incident" for _, r in others):
-        try:
-            incidents = _incidents_fast([x for x in lines if INCIDENT_MARK in x])
-        except (ValueError, pa.ArrowException):
-            incidents = None
-    def python_incidents() -> None:
-        """Precise path: every incident line (however spelt) in order, up to the first bad one."""
-        nonlocal cut
-        for i, line in enumerate(lines):
-            if cut is not None and i >= cut[0]:
-                break
-            if INCIDENT_MARK not in line or EVENT_MARK in line:
-                continue
-            try:
-                rec = _loads(line)
-            except ValueError as e:
-                cut = earlier((i, line_error(line + NL, e)))
-                break
-            if not isinstance(rec, dict) or rec.get("type") != "incident":
-                cut = earlier((i, "not an incident record"))
-                break
-            others.append((i, rec))
-        others.sort(key=lambda x: x[0])
-
-    if incidents is None:
-        python_incidents()
-
-    schema = _event_schema(acc.event_columns)
-    table = None
-    if cut is None and not odd_events:
-        try:
-            table = _finish_events_table(_events_fast([x for x in lines if EVENT_MARK in x], schema,
-                                                      acc.event_columns is None),
-                                         local_src)
-        except (ValueError, pa.ArrowException):
-            table = None
-    if table is None:
-        # Precise path: which line is bad, and every row before it.
-        ev_index = sorted([i for i, line in enumerate(lines) if EVENT_MARK in line] + odd_events)
-        if cut is not None:
-            ev_index = [i for i in ev_index if i < cut[0]]
-        raw, bad, why = _events_slow([lines[i] for i in ev_index], schema, len(local_src),
-                                     acc.event_columns is None)
-        if bad is not None:
-            cut = earlier((ev_index[bad], why))
-        table = _finish_events_table(raw, local_src)
-    if cut is not None:
-        others = [(i, r) for i, r in others if i < cut[0]]
-    acc.event_tables.append(table)
-    if incidents is not None and cut is not None:
-        python_incidents()  # the fast reader read them all; keep only those before the cut
-        others = [(i, r) for i, r in others if i < cut[0]]
-    if incidents is None or cut is not None:
-        incidents = _incidents_slow([flatten_incident(r) for _, r in others if r["type"] == "incident"])
-    try:
-        acc.incident_tables.append(_finish_incidents_table(incidents, local_src))
-    except BadTrace as e:
-        raise BadTrace(f"{path}: {e}") from None
-    acc.summaries.extend(dict(r, file=str(path)) for _, r in others if r["type"] == "summary")
-    if cut is not None:
-        raise BadTrace(f"{path}:{cut[0] + 1}: {cut[1]}")
-    if not any(r["type"] == "summary" for _, r in others):
+    _add_jsonl_tables(acc, local_src, event_lines, incident_lines, others)
+    acc.summaries.extend(dict(r, file=str(path)) for r in others if r["type"] == "summary")
+    acc.warnings.extend(reader.warnings)
+    if not any(r["type"] == "summary" for r in others):
         acc.warnings.append(f"{path}: no summary line: the recording was cut short (killed?); "
                             "incidents still open at that moment are not in it")
+
+
+def _add_jsonl_tables(acc: _Acc, local_src: list[int], event_lines: list[bytes],
+                      incident_lines: list[bytes], others: list[dict]) -> None:
+    """Validated lines -> tables: arrow's JSON reader (fast), or rows built in Python."""
+    import pyarrow as pa
+
+    schema = _event_schema(acc.event_columns)
+    extras = acc.event_columns is None
+    try:
+        raw = _events_fast(event_lines, schema, extras)
+        if any(pa.types.is_nested(f.type) or pa.types.is_null(f.type)
+               for f in raw.schema if f.name not in schema.names):
+            raise ValueError("nested or untyped unknown field")  # the precise path keeps it as text
+    except (ValueError, TypeError, OverflowError, pa.ArrowException):
+        raw = _rows_table([_loads(x) for x in event_lines], schema, extras)
+    acc.event_tables.append(_finish_events_table(raw, local_src))
+    incidents = [r for r in others if r["type"] == "incident"]
+    table = None
+    if incidents and len(incident_lines) == len(incidents):
+        try:
+            table = _incidents_fast(incident_lines)
+        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+            table = None
+    if table is None:
+        table = _incidents_slow([flatten_incident(r) for r in incidents])
+    acc.incident_tables.append(_finish_incidents_table(table, local_src))
 
 
 def _parquet_pair(path: Path) -> tuple[Path, Path]:
@@ -464,57 +395,156 @@ def _parquet_pair(path: Path) -> tuple[Path, Path]:
     return path.with_name(name + ".events.parquet"), path.with_name(name + ".incidents.parquet")
 
 
+def _check_regular(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BadTrace(f"{path}: {e.strerror}") from None
+    except ValueError:
+        raise BadTrace(f"{path}: invalid file name") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadTrace(f"{path}: not a regular file (a FIFO, device or socket is not a trace)")
+
+
+def _parquet_meta(path: Path, meta: bytes | None) -> dict:
+    """The rsttrace metadata of an exported pair, validated like a header line."""
+    if meta is None:
+        raise BadTrace(f"{path}: Parquet file without rsttrace metadata (not written by rsttrace export)")
+    try:
+        info = _loads(meta)
+    except ValueError:
+        raise BadTrace(f"{path}: rsttrace metadata is not valid JSON") from None
+    head = {"type": "header", "format": "rsttrace", "version": 2,
+            "sources": info.get("sources") if isinstance(info, dict) else None}
+    if not isinstance(info, dict) or not head["sources"]:
+        raise BadTrace(f"{path}: rsttrace metadata without recordings")
+    try:
+        check_header(path, head)
+    except BadTrace as e:
+        raise BadTrace(str(e).replace(f"{path}:1:", f"{path}: metadata:")) from None
+    for s in head["sources"]:
+        if type(s.get("label")) is not str:
+            raise BadTrace(f"{path}: metadata: a recording without a label")
+    summaries = info.get("summaries") or []
+    warnings = info.get("warnings") or []
+    if not (isinstance(summaries, list) and all(isinstance(x, dict) for x in summaries)
+            and isinstance(warnings, list) and all(isinstance(x, str) for x in warnings)):
+        raise BadTrace(f"{path}: metadata: summaries or warnings of the wrong type")
+    return {"sources": head["sources"], "summaries": summaries, "warnings": warnings}
+
+
+def _flat_columns(path: Path, table, what: str) -> None:
+    """Exported tables are flat: nested columns are refused before pandas sees them."""
+    import pyarrow as pa
+
+    for f in table.schema:
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        if pa.types.is_nested(t):
+            raise BadTrace(f"{path}: {what} column {f.name!r} is nested ({t}); not an rsttrace export")
+
+
 def _read_parquet(path: Path, acc: _Acc) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    if not path.name.endswith(".parquet") and path.exists():
+        raise BadTrace(f"{path}: Parquet data in a file not named *.events.parquet (rsttrace exports "
+                       "come in pairs: NAME.events.parquet and NAME.incidents.parquet)")
     ev_path, inc_path = _parquet_pair(path)
+    _check_regular(ev_path)
+    _check_regular(inc_path)
     try:
         ev = pq.read_table(ev_path, columns=None if acc.event_columns is None
                            else ["trace", "ts_ns", *[c for c in acc.event_columns if c != "ts_ns"]])
         inc = pq.read_table(inc_path)
-    except (OSError, pa.ArrowException) as e:
+    except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as e:
         raise BadTrace(f"{path}: not a readable rsttrace Parquet pair ({e})") from None
-    meta = (ev.schema.metadata or {}).get(PARQUET_META)
-    if meta is None:
-        raise BadTrace(f"{ev_path}: Parquet file without rsttrace metadata (not written by rsttrace export)")
-    info = json.loads(meta)
-    acc.files.append(ev_path)
-    local = {s["label"]: acc.add_source(s) for s in info["sources"]}
-    labels = ev.column("trace").cast(pa.string())
-    src = pc.take(pa.array(list(local.values()), pa.int32()),
-                  pc.index_in(labels, value_set=pa.array(list(local), pa.string())))
-    ev = ev.drop_columns([c for c in ("trace", "host", "time") if c in ev.column_names])
-    ev = ev.add_column(0, "src", src)
+    info = _parquet_meta(ev_path, (ev.schema.metadata or {}).get(PARQUET_META))
+    _flat_columns(ev_path, ev, "events")
+    _flat_columns(inc_path, inc, "incidents")
+    # Columns of the types rsttrace writes, or the file is not one of its exports.
+    types = {"ts_ns": pa.int64(), "trace": pa.string(), "kind": pa.string()}
+    types.update({k: getattr(pa, t)() for k, t in EVENT_INTS.items()})
     for i, f in enumerate(ev.schema):
+        want = types.get(f.name)
         if pa.types.is_dictionary(f.type):
-            ev = ev.set_column(i, f.name, ev.column(i).cast(pa.string()))
-    acc.event_tables.append(ev.replace_schema_metadata(None))
+            ev = ev.set_column(i, f.name, ev.column(i).cast(f.type.value_type))
+        if want is not None:
+            try:
+                ev = ev.set_column(i, f.name, ev.column(i).cast(want))
+            except (pa.ArrowException, ValueError) as e:
+                raise BadTrace(f"{ev_path}: events column {f.name!r} is not {want} ({e})") from None
+    if "trace" not in ev.column_names:
+        raise BadTrace(f"{ev_path}: no trace column: not an rsttrace export")
+    for i, f in enumerate(inc.schema):
+        if pa.types.is_dictionary(f.type):
+            inc = inc.set_column(i, f.name, inc.column(i).cast(f.type.value_type))
+        if f.name in INCIDENT_INTS or f.name in ("lport", "rport"):
+            try:
+                inc = inc.set_column(i, f.name, inc.column(i).cast(pa.int64()))
+            except (pa.ArrowException, ValueError) as e:
+                raise BadTrace(f"{inc_path}: incidents column {f.name!r} is not an integer ({e})") from None
+        elif f.name in ("trace", "victim_trace", "kind") and not pa.types.is_string(inc.schema.field(i).type):
+            try:
+                inc = inc.set_column(i, f.name, inc.column(i).cast(pa.string()))
+            except (pa.ArrowException, ValueError) as e:
+                raise BadTrace(f"{inc_path}: incidents column {f.name!r} is not text ({e})") from None
+    acc.files.append(ev_path)
+    local = {}
+    for s in info["sources"]:
+        if s["label"] not in local:
+            local[s["label"]] = acc.add_source(s)
     names = list(local)
     index = pa.array(list(local.values()), pa.int32())
+    # Rows that name no recording of the pair, or lack a time or kind, are bad rows: skipped.
+    src = pc.take(index, pc.index_in(ev.column("trace"), value_set=pa.array(names, pa.string())))
+    ok = pc.is_valid(src)
+    for need in ("ts_ns", "kind"):
+        if need in ev.column_names:
+            ok = pc.and_(ok, pc.is_valid(ev.column(need)))
+    bad = ev.num_rows - pc.sum(ok.cast(pa.int64())).as_py() if ev.num_rows else 0
+    if bad:
+        if acc.strict:
+            raise BadTrace(f"{ev_path}: {bad} event row(s) without time, kind or recording")
+        acc.warnings.append(f"{ev_path}: {bad} event row(s) without time, kind or recording (skipped)")
+        ev, src = ev.filter(ok), src.filter(ok)
+    ev = ev.drop_columns([c for c in ("trace", "host", "time") if c in ev.column_names])
+    ev = ev.add_column(0, "src", src)
+    acc.event_tables.append(ev.replace_schema_metadata(None))
     src = {}
     for col, target in (("trace", "src"), ("victim_trace", "victim_src")):
         if col in inc.column_names:
-            labels = inc.column(col).cast(pa.string())
-            src[target] = pc.take(index, pc.index_in(labels, value_set=pa.array(names, pa.string())))
+            src[target] = pc.take(index, pc.index_in(inc.column(col), value_set=pa.array(names, pa.string())))
+    if "src" not in src:
+        raise BadTrace(f"{inc_path}: no trace column: not an rsttrace export")
+    ok = pc.is_valid(src["src"])
+    bad = inc.num_rows - pc.sum(ok.cast(pa.int64())).as_py() if inc.num_rows else 0
+    if bad:
+        if acc.strict:
+            raise BadTrace(f"{inc_path}: {bad} incident row(s) naming no recording")
+        acc.warnings.append(f"{inc_path}: {bad} incident row(s) naming no recording (skipped)")
+        inc = inc.filter(ok)
+        src = {k: v.filter(ok) for k, v in src.items()}
     inc = inc.drop_columns([c for c in DERIVED if c in inc.column_names])
-    for i, f in enumerate(inc.schema):
-        if pa.types.is_dictionary(f.type):
-            inc = inc.set_column(i, f.name, inc.column(i).cast(pa.string()))
     for target, col in src.items():
         inc = inc.append_column(target, col)
+    if "victim_src" not in inc.column_names:
+        inc = inc.append_column("victim_src", pa.nulls(inc.num_rows, pa.int32()))
     acc.incident_tables.append(inc.replace_schema_metadata(None))
-    acc.summaries.extend(info.get("summaries", []))
-    acc.warnings.extend(info.get("warnings", []))
+    acc.summaries.extend(info["summaries"])
+    acc.warnings.extend(info["warnings"])
 
 
 def _expand(what) -> list[Path]:
-    if isinstance(what, (str, Path)):
+    if isinstance(what, (str, os.PathLike)):
         what = [what]
     out: list[Path] = []
     for item in what:
-        p = Path(item)
+        try:
+            p = Path(item)
+        except TypeError:
+            raise BadTrace(f"not a path: {item!r}") from None
         if p.is_dir():
             found = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.events.parquet"))
             if not found:
@@ -528,12 +558,14 @@ def _expand(what) -> list[Path]:
 
 
 def _is_parquet(p: Path) -> bool:
-    if p.name.endswith(".parquet") or (not p.exists() and _parquet_pair(p)[0].exists()):
-        return True
     try:
+        if p.name.endswith(".parquet") or (not p.exists() and _parquet_pair(p)[0].exists()):
+            return True
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            return False  # refused by the reader, never opened (a FIFO would block)
         with open(p, "rb") as f:
             return f.read(4) == b"PAR1"
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -661,30 +693,74 @@ def _trace(acc: _Acc) -> Trace:
                  summaries=acc.summaries, warnings=acc.warnings, files=acc.files)
 
 
-def load(what, *, event_columns: Iterable[str] | None = None) -> Trace:
+def load(what, *, event_columns: Iterable[str] | None = None, strict: bool = False) -> Trace:
     """Load traces: a path, a list of paths, or a folder; JSON Lines or rsttrace Parquet.
 
-    A malformed or truncated file raises BadTrace naming the file and line; its `.partial`
-    is the Trace of everything read before that line. `event_columns` limits the event
-    columns parsed (faster when only a few are needed).
+    Every line is validated before it becomes a row. A bad line (or Parquet row) is skipped
+    and named in `warnings` (FILE:LINE: why); a file that cannot be read at all (missing,
+    not a regular file, not a trace) is skipped with a warning too, as long as another file
+    could be read. BadTrace -- the only exception load() raises -- comes when nothing could be
+    read, or with strict=True at the first bad line or file, naming it; its `.partial` is the
+    Trace of everything read before. `event_columns` limits the event columns parsed.
     """
     _need()
-    acc = _Acc(event_columns)
+    acc = _Acc(event_columns, strict=strict)
     try:
-        for path in _expand(what):
-            if _is_parquet(path):
-                _read_parquet(path, acc)
-            else:
-                _read_jsonl(path, acc)
+        paths = _expand(what)
     except BadTrace as e:
-        e.partial = _trace(acc)  # type: ignore[attr-defined]
+        e.partial = _safe_trace(acc)  # type: ignore[attr-defined]
         raise
-    return _trace(acc)
+    first_error: BadTrace | None = None
+    read_any = False
+    for path in paths:
+        mark = (len(acc.event_tables), len(acc.incident_tables), len(acc.sources), len(acc.files),
+                len(acc.summaries), len(acc.warnings))
+        try:
+            try:
+                if _is_parquet(path):
+                    _read_parquet(path, acc)
+                else:
+                    _read_jsonl(path, acc)
+            except BadTrace:
+                raise
+            except Exception as e:  # noqa: BLE001 - load() raises only BadTrace
+                raise BadTrace(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+            read_any = True
+        except BadTrace as e:
+            if acc.strict:
+                e.partial = _safe_trace(acc)  # type: ignore[attr-defined]
+                raise
+            # Not strict: this file's part is dropped whole, the others stay.
+            del acc.event_tables[mark[0]:], acc.incident_tables[mark[1]:], acc.sources[mark[2]:]
+            del acc.files[mark[3]:], acc.summaries[mark[4]:], acc.warnings[mark[5]:]
+            acc.warnings.append(f"{e} (file skipped)")
+            first_error = first_error or e
+    if not read_any and first_error is not None:
+        err = BadTrace(str(first_error))
+        err.partial = _safe_trace(_Acc(event_columns))  # type: ignore[attr-defined]
+        raise err
+    try:
+        return _trace(acc)
+    except BadTrace:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise BadTrace(f"cannot build tables from these traces ({type(e).__name__}: {e})") from None
 
 
-def export(trace: Trace, prefix: Path, fmt: str) -> list[Path]:
-    """Write PREFIX.events.FMT and PREFIX.incidents.FMT (fmt: parquet or csv)."""
+def _safe_trace(acc: _Acc) -> Trace | None:
+    try:
+        return _trace(acc)
+    except Exception:  # noqa: BLE001 - the partial result is a courtesy
+        return None
+
+
+def export(trace: Trace, prefix: Path, fmt: str, mode: int = 0o600) -> list[Path]:
+    """Write PREFIX.events.FMT and PREFIX.incidents.FMT (fmt: parquet or csv), each under a
+    temporary name in its folder (0600, never through a symlink) renamed into place when
+    complete."""
     import pyarrow as pa
+
+    from .tracefile import open_output
 
     out = []
     meta = json.dumps({"sources": trace.sources, "summaries": trace.summaries,
@@ -692,19 +768,25 @@ def export(trace: Trace, prefix: Path, fmt: str) -> list[Path]:
     for name, df in (("events", trace.events), ("incidents", trace.incidents)):
         path = Path(f"{prefix}.{name}.{fmt}")
         table = pa.Table.from_pandas(df, preserve_index=False)
+        target = open_output(path, mode)
         try:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
                 table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_META: meta})
-                pq.write_table(table, path)
+                pq.write_table(table, target.file)
             else:
                 import pyarrow.csv as pcsv
 
                 plain = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
                          for c in table.columns]
-                pcsv.write_csv(pa.table(plain, names=table.column_names), path)
-        except OSError as e:
-            raise RsttraceError(f"cannot write {path}: {e.strerror or e}") from None
+                pcsv.write_csv(pa.table(plain, names=table.column_names), target.file)
+        except (OSError, pa.ArrowException) as e:
+            target.discard()
+            raise OutputFailed(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
+        except BaseException:
+            target.discard()
+            raise
+        target.commit()
         out.append(path)
     return out

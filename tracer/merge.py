@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadTrace
+from .errors import BadTrace, OutputFailed
 from .tracefile import FORMAT, VERSION, TraceWriter, read, recordings
 
 # Clocks of hosts kept by NTP agree to milliseconds; two seconds also covers hosts whose clocks
@@ -22,14 +23,23 @@ class Input:
     summaries: list[dict] = field(default_factory=list)
 
 
-def _scan(path: Path) -> Input:
-    it = read(path)
+def _scan(path: Path, strict: bool = True, warnings: list[str] | None = None) -> Input:
+    it = read(path, strict=strict, warnings=warnings)
     head = next(it, None)
     if head is None:
         raise BadTrace(f"{path}:1: not an rsttrace trace (empty file)")
     inp = Input(path, recordings(head, path))
+    n = len(inp.sources)
     for rec in it:
         if rec["type"] == "incident":
+            victim = rec.get("victim") or {}
+            if (rec.get("src") or 0) >= n or (victim.get("src") or 0) >= n:
+                why = f"{path}: incident {rec['id']} names no recording of this trace"
+                if strict:
+                    raise BadTrace(why)
+                if warnings is not None:
+                    warnings.append(why + " (skipped)")
+                continue
             inp.incidents.append(rec)
         elif rec["type"] == "summary":
             inp.summaries.append(rec)
@@ -93,9 +103,11 @@ def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], off
     return out
 
 
-def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> tuple[list[dict], list[dict], dict]:
-    """Read the traces and pair their halves: (sources, incidents, stats)."""
-    inputs = [_scan(Path(p)) for p in paths]
+def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS, strict: bool = True,
+          warnings: list[str] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Read the traces and pair their halves: (sources, incidents, stats). With strict=False a
+    bad line is skipped and named in `warnings`; a trace that cannot be read at all is an error."""
+    inputs = [_scan(Path(p), strict, warnings) for p in paths]
     sources: list[dict] = []
     tagged: list[tuple[int, dict]] = []
     for inp in inputs:
@@ -107,7 +119,7 @@ def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> tuple[
             sources.append(dict(s))
         for inc in inp.incidents:
             inc = dict(inc)
-            src = base + int(inc.pop("src", 0))
+            src = base + (inc.pop("src", 0) or 0)
             if inc.get("victim") and inc["victim"].get("src") is not None:
                 inc["victim"] = dict(inc["victim"], src=base + int(inc["victim"]["src"]))
             tagged.append((src, inc))
@@ -152,31 +164,52 @@ def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> tuple[
     return sources, out, stats
 
 
-def write(paths: list[Path], out: Path, sources: list[dict], incidents: list[dict], stats: dict) -> None:
-    """A merged trace: every input's events (tagged with `src`), the joined incidents, summaries."""
+def write(paths: list[Path], out: Path, sources: list[dict], incidents: list[dict], stats: dict,
+          strict: bool = True) -> None:
+    """A merged trace: every input's events (tagged with `src`), the joined incidents, summaries.
+
+    Written under a temporary name in the same folder (0600, O_NOFOLLOW) and renamed into
+    place when complete: `out` is never truncated before the inputs are read, and a failure
+    leaves whatever was there before."""
+    out = Path(out)
     head = {"type": "header", "format": FORMAT, "version": VERSION, "merged": stats,
             "sources": sources, "host": None, "wall_offset_ns": None}
-    w = TraceWriter(out, head)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    w = TraceWriter(tmp, head)
+    done = False
     try:
         base = 0
         for p in paths:
-            it = read(Path(p))
+            it = read(Path(p), strict=strict, warnings=[])  # warned about while merging
             head_in = next(it)
             n = len(head_in.get("sources") or [None])
             batch = []
             for rec in it:
-                if rec["type"] == "event":
-                    batch.append(dict(rec, src=base + int(rec.get("src", 0))))
-                elif rec["type"] == "summary":
-                    batch.append(dict(rec, src=base + int(rec.get("src", 0))))
+                if rec["type"] in ("event", "summary") and (rec.get("src") or 0) < n:
+                    batch.append(dict(rec, src=base + (rec.get("src") or 0)))
                 if len(batch) >= 4096:
                     w.write(batch)
                     batch = []
             w.write(batch)
             base += n
         w.write(incidents)
+        w.close()
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            raise OutputFailed(f"cannot write {out}: {e.strerror}") from None
+        done = True
     finally:
         w.close()
+        if not done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def to_json(inc: dict) -> str:

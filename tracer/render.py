@@ -35,6 +35,8 @@ def _fate(v: dict) -> list[str]:
 
 def _untroubled(v: dict) -> str:
     """What a side that got the RST did, when none of its calls failed."""
+    if v.get("closed_before_reset"):
+        return "got the RST after it had closed its socket (no call failed)"
     got = "got the RST"
     if v.get("unacked_at_reset"):
         got += f" while sending ({v['unacked_at_reset']} bytes unacknowledged)"

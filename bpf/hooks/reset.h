@@ -109,6 +109,10 @@ RAW_TRACEPOINT_PROBE(tcp_receive_reset)
 	 * also where the kernel reports no RST sent from TIME_WAIT (< 6.10). */
 	if (e.newstate == RST_TCP_CLOSE_WAIT)
 		rst_report_closer(ctx, &e, 1);
+	/* An orphan: its owner closed it before the RST came (and may be gone):
+	 * who that was names the side that got the RST. */
+	else if (e.flags & RST_F_ORPHAN)
+		rst_report_closer(ctx, &e, 2);
 	return 0;
 }
 

@@ -11,8 +11,10 @@ from tracer.errors import BadFilter
 
 
 def test_valid_filters_become_numbers():
-    f = build_filters(pids=[str(os.getpid())], comm="nginx", ports=["80", 443], netns=str(12345))
-    assert f.pids == {os.getpid()} and f.ports == {80, 443} and f.netns == 12345 and f.comm == "nginx"
+    # The namespace must exist (issue 12): this process's own, by inode number.
+    ino = os.stat("/proc/self/ns/net").st_ino
+    f = build_filters(pids=[str(os.getpid())], comm="nginx", ports=["80", 443], netns=str(ino))
+    assert f.pids == {os.getpid()} and f.ports == {80, 443} and f.netns == ino and f.comm == "nginx"
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -27,3 +29,29 @@ def test_valid_filters_become_numbers():
 def test_invalid_filters_are_refused(kw, message):
     with pytest.raises(BadFilter, match=message):
         build_filters(**kw)
+
+
+def test_filter_maps_hold_1024_values(monkeypatch):
+    from tracer import config
+
+    class Exists(type(config.Path())):
+        def exists(self):
+            return True
+    monkeypatch.setattr(config, "Path", Exists)
+    assert len(build_filters(pids=[str(p) for p in range(1, 1025)]).pids) == 1024
+    with pytest.raises(BadFilter, match=r"^too many pids: 1025 \(the kernel's filter holds 1024\)$"):
+        build_filters(pids=[str(p) for p in range(1, 1026)])
+    assert len(build_filters(ports=[str(p) for p in range(1, 1025)] * 2).ports) == 1024
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "x", ""])
+def test_finite_float_refuses_what_float_accepts(value):
+    import click
+
+    from tracer.config import FiniteFloat
+
+    with pytest.raises(click.BadParameter):
+        FiniteFloat(0, 60).convert(value, None, None)
+    assert FiniteFloat(0, 60).convert("0.5", None, None) == 0.5
+    with pytest.raises(click.BadParameter, match="not in the range 0 < x"):
+        FiniteFloat(0, None, lo_open=True).convert("0", None, None)

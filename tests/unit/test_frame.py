@@ -109,7 +109,7 @@ def test_truncated_last_line_keeps_what_came_before(tmp_path):
     lines = lines_of(DEFAULT)
     p = write(tmp_path / "cut.jsonl", lines[:6] + [lines[6][:40]], newline_at_end=False)
     with pytest.raises(BadTrace, match=r"^.*cut\.jsonl:7: truncated last line$") as e:
-        tracer.load(p)
+        tracer.load(p, strict=True)
     part = e.value.partial
     assert len(part.events) == sum('"type":"event"' in x for x in lines[1:6])
     assert part.events["ts_ns"].tolist() == [json.loads(x)["ts_ns"] for x in lines[1:6] if '"event"' in x]
@@ -120,7 +120,7 @@ def test_bad_line_in_the_middle_names_file_and_line(tmp_path):
     bad = lines[:4] + ['{"type":"event","ts_ns":1,"kind":"close",'] + lines[4:]
     p = write(tmp_path / "bad.jsonl", bad)
     with pytest.raises(BadTrace, match=r"bad\.jsonl:5: invalid JSON") as e:
-        tracer.load([DEFAULT, p])
+        tracer.load([DEFAULT, p], strict=True)
     part = e.value.partial
     # The first file whole, the second up to line 4.
     assert part.events.groupby("trace", observed=True).size().to_dict() == {
@@ -137,7 +137,7 @@ def test_wrong_records_are_errors(tmp_path, line, why):
     lines = lines_of(DEFAULT)
     p = write(tmp_path / "w.jsonl", lines[:3] + [line] + lines[3:])
     with pytest.raises(BadTrace) as e:
-        tracer.load(p)
+        tracer.load(p, strict=True)
     assert str(e.value) == f"{p}:4: {why}"
     assert len(e.value.partial.events) == 2
 

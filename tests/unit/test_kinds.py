@@ -197,3 +197,30 @@ def test_a_victim_that_made_no_failing_call_is_named_from_its_close():
     assert v["errors"] == [] and inc["impact"] == "unaffected"
     assert chain_lines(inc)[1] == (f"  -> {v['comm']}[{v['pid']}] got the RST with 200 bytes unread; "
                                    "read them and closed (no call failed)")
+
+
+def test_an_orphan_that_aborts_on_data_is_the_sender_not_a_victim():
+    """gunicorn (tests/integration/test_corpus.py) closed an idle keep-alive connection; the
+    pooled client wrote on it. tcp_reset() on gunicorn's orphan fires tcp_receive_reset although
+    no RST arrived, then the orphan sends one (TCP_ABORT_ON_DATA): one incident, one RST."""
+    c = Correlator(settle_ns=10**8)
+    evs = events_of("gunicorn_keepalive_race.jsonl")
+    incs = [i.to_dict() for i in c.run(evs)]
+    [live] = recorded("gunicorn_keepalive_race")
+    [inc] = incs
+    assert (inc["kind"], inc["reason"], inc["resets"]) == ("write-after-close", "TCP_ABORT_ON_DATA", 1)
+    assert inc["culprit"] == live["culprit"] and inc["culprit"]["comm"] == "gunicorn"
+    assert inc["victim"]["pid"] == live["victim"]["pid"] and inc["impact"] == "failed-call"
+    assert c.stats["not_received"] == 1
+
+
+def test_a_victim_that_had_closed_is_named_by_its_own_close():
+    """haproxy `option nolinger` reset a connection curl had already closed and left: the
+    closers cache names curl from its close (its orphan got the RST)."""
+    [inc] = incidents(events_of("haproxy_nolinger.jsonl"))
+    [live] = recorded("haproxy_nolinger")
+    assert (inc["kind"], inc["culprit"]["comm"]) == ("linger-zero", "haproxy")
+    v = inc["victim"]
+    assert (v["pid"], v["comm"], v["closed_before_reset"]) == (live["victim"]["pid"], "curl", True)
+    assert v["errors"] == [] and inc["impact"] == "unaffected"
+    assert chain_lines(inc)[1] == f"  -> curl[{v['pid']}] got the RST after it had closed its socket (no call failed)"

@@ -101,7 +101,7 @@ def test_close_wait_ages_and_kinds_from_the_data(tmp_path):
 def test_bad_trace_is_one_line_and_exit_10(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text((DATA / "unread_default.jsonl").read_text()[:-30])
-    r = report(str(p))
+    r = report("--strict", str(p))
     assert r.returncode == ExitStatus.BAD_TRACE
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == f"rsttrace: error: {p}:13: truncated last line"

@@ -17,7 +17,7 @@ def write(tmp_path, text):
 def test_roundtrip(tmp_path):
     p = tmp_path / "t.jsonl"
     w = tracefile.TraceWriter(p, tracefile.header({"name": "tracepoint"}, {}, 5))
-    w.write([{"type": "event", "kind": "close"}])
+    w.write([{"type": "event", "kind": "close", "ts_ns": 7}])
     w.close()
     recs = list(tracefile.read(p))
     assert [r["type"] for r in recs] == ["header", "event"]
@@ -25,7 +25,7 @@ def test_roundtrip(tmp_path):
 
 
 def test_truncated_last_line_keeps_what_came_before(tmp_path):
-    p = write(tmp_path, '{"type":"header","format":"rsttrace","version":1}\n{"type":"event"}\n{"type":"ev')
+    p = write(tmp_path, '{"type":"header","format":"rsttrace","version":1}\n{"type":"event","ts_ns":1,"kind":"close"}\n{"type":"ev')
     got = []
     with pytest.raises(BadTrace, match=r"t.jsonl:3: truncated last line"):
         for r in tracefile.read(p):
