@@ -168,6 +168,10 @@ def _trace_options(f):
         click.option("-P", "--port", "ports", multiple=True,
                      help="Only connections with this local or remote port (up to 1024)."),
         click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path)."),
+        click.option("--cgroup", "cgroups", multiple=True,
+                     help="Only incidents with a side in this cgroup or below it (path in the hierarchy)."),
+        click.option("--container", "containers", multiple=True,
+                     help="Only incidents with a side in this container (id, at least 12 hex digits)."),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout."),
         click.option("-w", "--wide", is_flag=True, help="Do not fold long lines on a terminal."),
         click.option("--settle", default=1.0, show_default=True, type=FiniteFloat(0.05, 60),
@@ -192,9 +196,9 @@ def _trace_options(f):
 
 
 def live_config(output, quiet, pids, comm, ports, netns, as_json, wide, settle, duration, force_plan,
-                close_wait, close_wait_every, buffer, ready_file) -> Config:
+                close_wait, close_wait_every, buffer, ready_file, cgroups=(), containers=()) -> Config:
     """The validated Config of a live run (no root needed to check it; nothing is loaded)."""
-    filters = build_filters(pids, comm, ports, netns)
+    filters = build_filters(pids, comm, ports, netns, cgroups, containers)
     if output is not None:
         check_output(output)
     return Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,

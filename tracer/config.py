@@ -22,6 +22,7 @@ COMM_MAX = 15  # TASK_COMM_LEN - 1
 # Entries of the kernel's filter maps (bpf/rsttrace.bpf.c: rst_pids, rst_ports).
 PID_MAP_MAX = 1024
 PORT_MAP_MAX = 1024
+CGROUP_MAP_MAX = 1024  # rst_cgroups in bpf/rsttrace.bpf.c
 _DIGITS = re.compile(r"[0-9]{1,20}")
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 
@@ -62,10 +63,11 @@ class Filters:
     comm: str | None = None
     ports: frozenset[int] = frozenset()
     netns: int | None = None
+    cgroups: frozenset[int] = frozenset()  # --cgroup/--container: cgroup ids (with descendants)
 
     def describe(self) -> dict:
         return {"pids": sorted(self.pids), "comm": self.comm, "ports": sorted(self.ports),
-                "netns": self.netns}
+                "netns": self.netns, "cgroups": sorted(self.cgroups)}
 
     def matches(self, inc: dict) -> bool:
         """The final, exact test on a finished incident: culprit or victim must match."""
@@ -79,6 +81,10 @@ class Filters:
         if self.netns is not None:
             victim = inc.get("victim") or {}
             if inc.get("netns") != self.netns and victim.get("netns") != self.netns:
+                return False
+        if self.cgroups:
+            cg = inc.get("cgroups") or {}
+            if not any((cg.get(side) or {}).get("id") in self.cgroups for side in ("culprit", "victim", "owner")):
                 return False
         return True
 
@@ -165,7 +171,44 @@ def parse_netns(value: str | int) -> int:
     return st.st_ino
 
 
-def build_filters(pids=(), comm=None, ports=(), netns=None) -> Filters:
+def parse_cgroups(paths=(), containers=()) -> frozenset[int]:
+    """--cgroup PATH and --container ID as cgroup ids, each with its descendants' (a container's
+    processes may sit in a child cgroup). Paths are relative to the hierarchy that names
+    containers here (tracer/cgroups.py), or absolute under it."""
+    from .cgroups import CgroupPaths, container_of
+
+    if not paths and not containers:
+        return frozenset()
+    tree = CgroupPaths()
+    if tree.root is None:
+        raise BadFilter("--cgroup/--container: no cgroup hierarchy is mounted")
+    tree._walk()
+    by_path = {p: i for i, p in tree._map.items()}
+    wanted: set[str] = set()
+    for raw in paths:
+        text = str(raw).strip()
+        if not text or "\0" in text:
+            raise BadFilter(f"invalid cgroup path {raw!r}")
+        root = str(tree.root)
+        rel = "/" + text.removeprefix(root).strip("/") if text.startswith(root) else "/" + text.strip("/")
+        if rel.rstrip("/") not in by_path and rel not in by_path:
+            raise BadFilter(f"no cgroup {text} under {root}")
+        wanted.add(rel.rstrip("/") or "/")
+    for raw in containers:
+        text = str(raw).strip().lower()
+        if len(text) < 12 or not all(c in "0123456789abcdef" for c in text):
+            raise BadFilter(f"invalid container id {raw!r}: expected at least 12 hex digits")
+        found = {p for p in by_path if (c := container_of(p)) and c["id"].startswith(text)}
+        if not found:
+            raise BadFilter(f"no running container with id {text} (under {tree.root})")
+        wanted |= found
+    ids = {i for p, i in by_path.items() if any(p == w or p.startswith(w.rstrip("/") + "/") for w in wanted)}
+    if len(ids) > CGROUP_MAP_MAX:
+        raise BadFilter(f"too many cgroups: {len(ids)} (the kernel's filter holds {CGROUP_MAP_MAX})")
+    return frozenset(ids)
+
+
+def build_filters(pids=(), comm=None, ports=(), netns=None, cgroups=(), containers=()) -> Filters:
     pid_set = frozenset(parse_pid(p) for p in pids)
     if len(pid_set) > PID_MAP_MAX:
         raise BadFilter(f"too many pids: {len(pid_set)} (the kernel's filter holds {PID_MAP_MAX})")
@@ -177,6 +220,7 @@ def build_filters(pids=(), comm=None, ports=(), netns=None) -> Filters:
         comm=parse_comm(comm) if comm is not None else None,
         ports=port_set,
         netns=parse_netns(netns) if netns is not None else None,
+        cgroups=parse_cgroups(cgroups, containers),
     )
 
 

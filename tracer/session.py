@@ -186,12 +186,15 @@ class Session:
             bpf["rst_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
         for port in f.ports:
             bpf["rst_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
+        for cgid in f.cgroups:
+            bpf["rst_cgroups"][ctypes.c_uint64(cgid)] = ctypes.c_uint8(1)
         cfg_t = bpf["rst_cfg"]
         cfg = cfg_t.Leaf()
         cfg.netns = f.netns or 0
         cfg.want_pid = 1 if f.pids else 0
         cfg.want_comm = 1 if f.comm else 0
         cfg.want_port = 1 if f.ports else 0
+        cfg.want_cgroup = 1 if f.cgroups else 0
         cfg.cwait_ms = int(self.config.close_wait_s * 1000) if self.cwait else 0
         cfg.cwait_known = 1 if self._cwait_known else 0
         if f.comm:

@@ -120,3 +120,38 @@ def test_culprit_and_victim_containers_are_named(ns, rootfs, podman):
     assert culprit["path"].endswith(f"libpod-{_cid(server_cid)}") or \
         culprit["path"].endswith(f"libpod-{_cid(server_cid)}.scope"), (controller, culprit)
     assert culprit["id"] != victim["id"]
+
+
+def test_container_filter_keeps_only_that_containers_incidents(ns, rootfs, podman):
+    """--container ID: the container's incidents pass, another connection's in the same
+    namespace (plain processes, outside any container) does not."""
+    server, server_cid = podman(ns, "fserver", rootfs, "/bin/rst_server", "0", "--mode", "unread",
+                                "--expect", "1000")
+    with server:
+        port = server.expect("listening", timeout=120).split()[1]
+        deadline = time.monotonic() + 60
+        while not server_cid.exists() or not server_cid.read_text().strip():
+            assert time.monotonic() < deadline, "podman wrote no container id"
+            time.sleep(0.01)
+        with Tracer("--netns", str(ns.inode), "--container", _cid(server_cid)[:12]) as t:
+            client, _ = podman(ns, "fclient", rootfs, "/bin/rst_client", "127.0.0.1", port,
+                               "--send", "1000", "--writes", "3")
+            with client:
+                connected = client.expect("connected", timeout=120)
+                server.expect("accepted")
+                client.expect("sent")
+                server.send("close")
+                server.expect("closed")
+                _wait_reset_received(int(connected.split("pid=")[1].split()[0]), int(connected.split("sport=")[1]),
+                                     int(port))
+                client.send("go")
+                client.wait(timeout=120)
+            other = scenarios.unread_close(ns)  # not in the container: filtered out
+            server.send("exit")
+            server.wait(timeout=120)
+            incidents, err, rc = t.stop()
+    assert rc == 0, err
+    assert other.client_returncode == -13  # it did reset
+    [inc] = incidents
+    assert inc["cgroups"]["culprit"]["container"] == _cid(server_cid)
+    assert inc["culprit"]["comm"] == "rst_server" and inc["bytes_discarded"] == 1000

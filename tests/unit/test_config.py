@@ -55,3 +55,29 @@ def test_finite_float_refuses_what_float_accepts(value):
     assert FiniteFloat(0, 60).convert("0.5", None, None) == 0.5
     with pytest.raises(click.BadParameter, match="not in the range 0 < x"):
         FiniteFloat(0, None, lo_open=True).convert("0", None, None)
+
+
+def test_cgroup_filter_matches_any_side():
+    from tracer.config import Filters
+
+    def inc(culprit=None, victim=None, owner=None):
+        side = lambda i: {"id": i} if i else None  # noqa: E731
+        return {"culprit": None, "victim": None, "local": {"port": 1}, "remote": {"port": 2},
+                "cgroups": {"culprit": side(culprit), "victim": side(victim), "owner": side(owner)}}
+
+    f = Filters(cgroups=frozenset({7, 8}))
+    assert f.matches(inc(culprit=7)) and f.matches(inc(victim=8)) and f.matches(inc(owner=7))
+    assert not f.matches(inc(culprit=1, victim=2)) and not f.matches(inc())
+
+
+def test_container_id_must_be_hex_and_name_a_running_container():
+    from tracer.config import BadFilter, parse_cgroups
+
+    for bad in ("xyz", "abc", "0123456789ab!"):
+        with pytest.raises(BadFilter):
+            parse_cgroups(containers=[bad])
+    with pytest.raises(BadFilter, match="no running container"):
+        parse_cgroups(containers=["0123456789abcdef"])
+    with pytest.raises(BadFilter, match="no cgroup"):
+        parse_cgroups(paths=["/no/such/cgroup/here"])
+    assert parse_cgroups() == frozenset()
