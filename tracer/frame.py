@@ -194,6 +194,13 @@ def flatten_incident(inc: dict) -> dict:
                     row["victim_" + vk] = json.dumps(vv, separators=(",", ":"))
                 else:
                     row["victim_" + vk] = vv
+        elif k == "cgroups" and isinstance(v, dict):
+            # Each side's cgroup and container as columns of their own: culprit_container, ...
+            for side, cg in v.items():
+                if isinstance(cg, dict):
+                    for ck, cv in cg.items():
+                        name = ck if ck in ("container", "runtime", "pod_uid") else f"cgroup_{ck}"
+                        row[f"{side}_{name}"] = cv
         elif isinstance(v, dict):
             for sk, sv in v.items():
                 row[f"{k}_{sk}"] = json.dumps(sv, separators=(",", ":")) if isinstance(sv, (dict, list)) else sv
@@ -248,6 +255,18 @@ def _incidents_fast(lines: list[bytes]):
             raise ValueError("list")
         if not pa.types.is_struct(col.type):
             cols[name] = col
+            continue
+        if name == "cgroups":
+            # As flatten_incident: culprit_cgroup_id, culprit_container, ... (no side: no column)
+            for i, side in enumerate(col.flatten()):
+                side_name = col.type.field(i).name
+                if not pa.types.is_struct(side.type):
+                    if side.null_count != len(side):
+                        raise ValueError("nested")
+                    continue
+                for j, leaf in enumerate(side.flatten()):
+                    ck = side.type.field(j).name
+                    cols[f"{side_name}_{ck if ck in ('container', 'runtime', 'pod_uid') else 'cgroup_' + ck}"] = leaf
             continue
         prefix = {"timestamps": "", "victim": "victim_"}.get(name, name + "_")
         for i, child in enumerate(col.flatten()):

@@ -73,8 +73,9 @@ def incident_line(row: dict) -> str:
     if vhost and vhost != host:
         skew = _v(row.get("clock_skew_ns"))
         where = f" on {vhost}" + (f" ({skew / 1e6:+.3f} ms)" if skew is not None else "")
+    impact = _v(row.get("impact"))
     return (head + f" -> {_who(row.get('victim_pid'), row.get('victim_comm'))}{where}: "
-            + (", ".join(parts) or "no call failed"))
+            + (", ".join(parts) or "no call failed") + (f" [{impact}]" if impact else ""))
 
 
 def _fate(row: dict) -> str:
@@ -128,6 +129,7 @@ def summarize(trace) -> dict:
         "first_incident": _clock(int(times.min().value)) if len(times) else None,
         "last_incident": _clock(int(times.max().value)) if len(times) else None,
         "by_kind": _count(inc["kind"]),
+        "by_impact": _count(inc["impact"]) if "impact" in inc else {},
         "by_culprit": by_culprit,
         "by_victim": by_victim,
         "bytes_discarded": int(inc["bytes_discarded"].sum()),
@@ -158,6 +160,8 @@ def text(summary: dict, rows: list[dict]) -> list[str]:
         out.append(f"  ({summary['incidents'] - len(rows)} earlier incident(s) not shown; --limit 0 shows all)")
     out += ["  " + incident_line(r) for r in rows]
     out.append("by kind: " + (", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"))
+    if summary.get("by_impact"):  # traces before 0.2 have no impact
+        out.append("by impact on the other side: " + ", ".join(f"{k} {n}" for k, n in summary["by_impact"].items()))
     out.append("by culprit (bytes discarded, incidents, processes):")
     out += [f"  {d['comm']}: {d['bytes_discarded']} bytes, {d['incidents']} incident(s), {d['pids']} pid(s)"
             for d in summary["by_culprit"]] or ["  none"]

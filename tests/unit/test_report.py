@@ -109,3 +109,21 @@ def test_bad_trace_is_one_line_and_exit_10(tmp_path):
     r = report(str(tmp_path / "empty"))
     assert r.returncode == ExitStatus.BAD_TRACE
     assert r.stderr.strip().endswith("no traces in this folder (*.jsonl, *.events.parquet)")
+
+
+def test_impact_and_cgroups_reach_the_report_and_the_tables():
+    """A recorded 0.2 trace: the summary counts incidents by impact; each side's cgroup and
+    container are columns of their own, in both readers (arrow's and the precise one)."""
+    pytest.importorskip("pandas")
+    import tracer
+    from tracer import report as rep
+
+    path = Path(__file__).parent.parent / "data" / "early_reply.jsonl"
+    t = tracer.load(path)
+    summary = rep.summarize(t)
+    assert summary["by_impact"] == {"unaffected": 1}
+    assert "by impact on the other side: unaffected 1" in rep.text(summary, [])
+    [row] = t.incidents.to_dict("records")
+    assert row["impact"] == "unaffected" and row["resets"] == 1
+    assert row["culprit_cgroup_id"] == row["victim_cgroup_id"] > 0
+    assert isinstance(row["culprit_cgroup_path"], str) and row["culprit_cgroup_path"].startswith("/")
