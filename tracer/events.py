@@ -59,25 +59,25 @@ def _unpacker(cls: type[ctypes.Structure]) -> tuple[_struct.Struct, dict[str, in
 
 @dataclass(slots=True)
 class Event:
-    ts_ns: int
-    kind: str
+    ts_ns: int = field(metadata={"min": 0})  # bpf_ktime_get_ns(): CLOCK_MONOTONIC
+    kind: str = ""
     pid: int = 0
     tid: int = 0
     comm: str = ""
     ctx: str = "task"
-    sk: int = 0
-    ino: int = 0
+    sk: int = field(default=0, metadata={"column": "uint64"})
+    ino: int = field(default=0, metadata={"column": "uint64"})
     netns: int = 0
     family: str = "ipv4"
     laddr: str = ""
-    lport: int = 0
+    lport: int = field(default=0, metadata={"column": "int32"})
     raddr: str = ""
-    rport: int = 0
+    rport: int = field(default=0, metadata={"column": "int32"})
     oldstate: str = ""
     state: str = ""
     bytes: int = 0
     err: str = ""  # errno name; for exit events the raw exit code is in `code`
-    code: int = 0
+    code: int = field(default=0, metadata={"column": "int32"})
     reason: str | None = None
     sigpipe: str | None = None  # signal_generate result of this send, or None
     signal: int = 0  # exit: the fatal signal; close with flag exiting: the signal the closer died of
@@ -87,7 +87,7 @@ class Event:
     # closer: how long the connection had been idle when it was closed
     unacked: int = 0  # recv_reset: bytes the victim had written that the peer never acknowledged
     ago_ms: int = 0  # closer: ms from that close to the RST
-    cgroup: int = 0  # cgroup v2 id of the task (task context; closer: the closer's)
+    cgroup: int = field(default=0, metadata={"column": "uint64"})  # the task's cgroup id (tracer/cgroups.py)
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -114,6 +114,15 @@ class Event:
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(Event))
+# The one schema of a decoded event, for every table and check (tracer/frame.py, tracefile.py):
+# name -> column type ("int64", "int32", "uint64", "string", or "list<string>" for flags), and
+# the smallest value an integer field may hold.
+EVENT_COLUMNS: dict[str, str] = {
+    f.name: f.metadata.get("column", "int64") if f.type == "int" else
+    "list<string>" if f.type.startswith("list") else "string"
+    for f in fields(Event)
+}
+EVENT_MINIMUM: dict[str, int] = {f.name: f.metadata["min"] for f in fields(Event) if "min" in f.metadata}
 
 
 class Decoder:

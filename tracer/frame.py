@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .errors import BadTrace, OutputFailed, RsttraceError
+from .events import EVENT_COLUMNS
 from .tracefile import Reader, check_header, recordings
 
 try:  # several times faster on big traces; the standard library otherwise
@@ -25,13 +26,9 @@ NL = b"\n"
 INCIDENT_MARK = b'"type":"incident"'
 EVENT_MARK = b'"type":"event"'  # how TraceWriter writes it; other spellings take the slow path
 # Event fields and their column types (tracer/events.py Event). Unknown fields are kept too.
-EVENT_INTS = {"ts_ns": "int64", "pid": "int64", "tid": "int64", "sk": "uint64", "ino": "uint64",
-              "netns": "int64", "lport": "int32", "rport": "int32", "bytes": "int64", "code": "int32"}
-EVENT_STRS = ("kind", "comm", "ctx", "family", "laddr", "raddr", "oldstate", "state", "err",
-              "reason", "sigpipe")
-EVENT_ORDER = ("ts_ns", "kind", "pid", "tid", "comm", "ctx", "sk", "ino", "netns", "family", "laddr",
-               "lport", "raddr", "rport", "oldstate", "state", "bytes", "err", "code", "reason",
-               "sigpipe", "flags")
+EVENT_INTS = {k: t for k, t in EVENT_COLUMNS.items() if t in ("int64", "int32", "uint64")}
+EVENT_STRS = tuple(k for k, t in EVENT_COLUMNS.items() if t == "string")
+EVENT_ORDER = tuple(EVENT_COLUMNS)
 INCIDENT_INTS = ("id", "culprit_pid", "bytes_discarded", "netns", "lport", "rport", "victim_pid",
                  "victim_netns", "victim_port", "victim_exit_signal", "victim_error_count",
                  "first_ns", "close_ns", "reset_ns", "last_ns", "wall_ns", "close_wait_age_ns",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import BadTrace, OutputFailed
+from .events import EVENT_COLUMNS, EVENT_MINIMUM
 
 try:  # Every incident (and with -o every event) is written as JSON: orjson takes a tenth of the time.
     import orjson as _orjson
@@ -212,11 +213,11 @@ _I64 = (-(1 << 63), (1 << 63) - 1)
 _U64 = (0, (1 << 64) - 1)
 _I32 = (-(1 << 31), (1 << 31) - 1)
 # Event fields and the integer range of their column (tracer/frame.py types them so).
-EVENT_INT_RANGES = {"ts_ns": (0, _I64[1]), "pid": _I64, "tid": _I64, "sk": _U64, "ino": _U64,
-                    "netns": _I64, "lport": _I32, "rport": _I32, "bytes": _I64, "code": _I32,
-                    "src": (0, _I32[1])}
-EVENT_STR_FIELDS = ("kind", "comm", "ctx", "family", "laddr", "raddr", "oldstate", "state", "err",
-                    "reason", "sigpipe")
+# From the one schema of an event (tracer/events.py EVENT_COLUMNS), plus `src` (merge's).
+_RANGES = {"int64": _I64, "int32": _I32, "uint64": _U64}
+EVENT_INT_RANGES = {k: (EVENT_MINIMUM.get(k, _RANGES[t][0]), _RANGES[t][1])
+                    for k, t in EVENT_COLUMNS.items() if t in _RANGES} | {"src": (0, _I32[1])}
+EVENT_STR_FIELDS = tuple(k for k, t in EVENT_COLUMNS.items() if t == "string")
 
 
 class LineError(ValueError):

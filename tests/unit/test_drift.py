@@ -61,3 +61,26 @@ def test_every_kind_the_correlator_can_name_has_its_table_entry():
     named = set(re.findall(r'"([a-z0-9]+(?:-[a-z0-9]+)+)"', inspect.getsource(correlate)))
     named -= {"failed-call"}  # an impact, not a kind
     assert named - set(KINDS) == set()
+
+
+def test_every_event_field_is_a_typed_column_and_a_checked_field():
+    """The decoded Event is the one schema: the tables type every field of it, the reader's
+    checks know every field, and a loaded trace has every column with its type."""
+    import dataclasses
+
+    pytest = __import__("pytest")
+    pytest.importorskip("pandas")
+    import tracer
+    from tracer import frame, tracefile
+    from tracer.events import Event
+
+    names = [f.name for f in dataclasses.fields(Event)]
+    assert list(frame.EVENT_ORDER) == names
+    typed = set(frame.EVENT_INTS) | set(frame.EVENT_STRS) | {"flags"}
+    assert typed == set(names)
+    assert set(tracefile.EVENT_INT_RANGES) - {"src"} | set(tracefile.EVENT_STR_FIELDS) | {"flags"} == set(names)
+    ev = tracer.load(BPF.parent / "tests" / "data" / "write_after_close.jsonl").events
+    for name in names:
+        assert name in ev.columns, name
+    for name in ("signal", "retrans", "probes", "span_ms", "unacked", "ago_ms", "cgroup"):
+        assert str(ev[name].dtype) in ("int64", "Int64", "uint64", "UInt64"), (name, ev[name].dtype)
