@@ -62,6 +62,7 @@ case "$job" in
 		results=${RSTTRACE_VM_RESULTS:-$(pwd)/.vm-results}
 		rm -rf "$results/host"
 		rc=0
+		.venv/bin/ruff check tracer tests bench || rc=1
 		env -u RSTTRACE_VM_RESULTS RSTTRACE_INCIDENT_DUMP="$results/host/incidents" \
 			.venv/bin/python -m pytest -ra "$@" || rc=1
 		if [ "${RSTTRACE_VM:-1}" != 0 ]; then

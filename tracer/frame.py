@@ -335,7 +335,6 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
         _lineno, _raw, head = next(records)
         local_src: list[int] | None = None
         event_lines: list[bytes] = []
-        event_recs: list[dict] = []  # only for the precise path, built when needed
         incident_lines: list[bytes] = []
         others: list[dict] = []
         n_src = len(recordings(head, path))
