@@ -437,8 +437,11 @@ def doctor(ctx):
         lines.append(f"trial {t.name}: {'works' if t.ok else 'refused'} ({t.detail})")
     lines.append(f"chosen plan: {plan.name} ({plan.why})")
     lines.extend(_plan_words(plan, feats))
+    lines.append(f"who acted (task or softirq): {feats.context_method()}")
     for m in plan.missing:
         lines.append(f"degraded: {m}")
+    for what, lost in feats.losses(plan.name):
+        lines.append(f"this kernel lacks {what}: {lost}")
     term.lines(lines)
 
 
@@ -529,3 +532,6 @@ def run(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     run()
+
+from .service_cli import register as _register_service  # noqa: E402
+_register_service(main)

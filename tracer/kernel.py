@@ -350,6 +350,58 @@ class KernelFeatures:
                 return {"RST_THREAD_SIZE": size}  # without it, a softirq over user mode looks like the task
         return defs
 
+    def context_method(self) -> str:
+        """How rst_context() (bpf/rsttrace.bpf.c) tells a task's own doing from a softirq's on
+        this kernel, in words for `doctor`."""
+        rt = self.btf is not None and self.btf.has_member("task_struct", "softirq_disable_cnt")
+        if rt:
+            return ("PREEMPT_RT: softirqs run in the task that raised them or in ksoftirqd, on its "
+                    "own stack; the task's softirq_disable_cnt (SOFTIRQ_OFFSET) says it serves one")
+        how = "a softirq runs on the IRQ stack (the hook's stack is not the task's)"
+        if self.arch == "x86_64":
+            how += ", or over user mode (the task's saved user registers show no system call)"
+        return how
+
+    def losses(self, plan: str = "tracepoint") -> list[tuple[str, str]]:
+        """(what this kernel lacks, what the user loses) for each gap rsttrace knows of, on this
+        plan: `doctor` prints them, incidents on such a kernel cannot say more."""
+        out: list[tuple[str, str]] = []
+        if not self.has("inet_sk_error_report"):
+            out.append(("sock:inet_sk_error_report (5.14)",
+                        "errors the kernel reports on a socket that stays open are not seen: a victim's "
+                        "sk_err is inferred from the reset and its state, and a timeout is told only "
+                        "from the socket's move to CLOSE"))
+        io = self.io_errors_from
+        if io == "sys_exit":
+            out.append(("sock:sock_send_length/sock_recv_length (6.3)",
+                        "the peer's failing send/recv calls come from raw_syscalls:sys_exit instead "
+                        "(every system call's exit is hooked: more overhead; x86_64 only)"))
+        elif io is None:
+            out.append(("sock:sock_send_length/sock_recv_length (6.3) and a usable sys_exit",
+                        "the victim's failing calls (ECONNRESET, EPIPE) are not listed; only its "
+                        "socket state and signals are"))
+        if not self.send_reset_has_reason:
+            out.append(("enum sk_rst_reason (6.10)",
+                        "incidents have no kernel reason (reason is null); the kind comes from the "
+                        "close path rsttrace saw, and RSTs answering a segment are not told apart"))
+        if not self.send_reset_sees_nosk:
+            if plan == "tracepoint":
+                out.append(("tcp:tcp_send_reset for RSTs without a full socket (6.10)",
+                            "RSTs sent by TIME_WAIT sockets or for unknown connections are seen only "
+                            "at the receiver: a crash-and-reboot reset is 'reset-received' (sender "
+                            "unknown), and a write-after-close may count one reset fewer"))
+            elif "tcp_v6_send_reset" not in self.funcs:
+                out.append(("tcp_v6_send_reset in BTF",
+                            "IPv6 RSTs sent without a socket are not seen at the sender"))
+        if not self.has("signal_deliver"):
+            out.append(("signal:signal_deliver", "a SIGPIPE caught by a handler is not told from one "
+                        "still pending"))
+        if self.btf is not None and self.arch != "x86_64":
+            out.append((f"user registers at the top of the task stack ({self.arch})",
+                        "a softirq that interrupted user mode looks like the task itself: an RST "
+                        "received then may name the interrupted process"))
+        return out
+
     def switches(self, plan: str = "tracepoint") -> list[str]:
         """The -D switches (not offsets) that adapt the C to this kernel and plan."""
         out = []

@@ -28,7 +28,9 @@ CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra")
 NETNS_DIR = Path("/run/netns")
 # Root-only (unlike /run/lock), which Hosts needs anyway for `ip netns add`.
 LOCK_DIR = Path("/run/rsttrace")
-TIMEOUT = 5.0
+# Deadlines of the scenarios' waits, scaled where everything runs slower (an emulated VM sets
+# RSTTRACE_TEST_TIMEOUT_SCALE).
+TIMEOUT = 5.0 * float(os.environ.get("RSTTRACE_TEST_TIMEOUT_SCALE", "1") or 1)
 
 _tmp_cache_dir: Path | None = None
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +107,16 @@ def test_kprobe_plan_compiles_and_passes_the_verifier_here():
             assert b.load_func(fn, bcc.BPF.KPROBE).fd >= 0
     finally:
         b.cleanup()
+
+
+def test_doctor_says_how_context_is_told_and_what_this_kernel_lacks():
+    """doctor names how a task's own doing is told from a softirq's here (PREEMPT_RT or the IRQ
+    stack), and every gap of this kernel with what the user loses."""
+    feats = KernelFeatures.probe()
+    r = subprocess.run([sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert f"who acted (task or softirq): {feats.context_method()}" in out
+    plan = "kprobe" if any(line.startswith("chosen plan: kprobe") for line in out) else "tracepoint"
+    for what, lost in feats.losses(plan):
+        assert f"this kernel lacks {what}: {lost}" in out

@@ -94,15 +94,17 @@ def _write_after_close(ns, send: int):
     """The server reads everything and closes (FIN); the client writes `send` bytes anyway."""
     before = ns.counters()
     with Tracer("--netns", str(ns.inode)) as t:
+        started_at = time.monotonic()  # before the connection's last segment
         with scenarios._connected(ns, ns, "127.0.0.1", None, ["--mode", "readall", "--expect", 1000],
                                   ["--send", 1000, "--writes", 3, "--chunk", send]) as run:
+            closed_at = time.monotonic()  # before the close
             run.server.send("close")
             run.server.expect("closed")
-            closed_at = time.monotonic()
             scenarios._wait_state(run.client.pid, run.client_port, run.server_port, scenarios.TCP_CLOSE_WAIT)
             run.client.send("go")
             res = run.finish("write_after_close", 0)
-            elapsed_ms = (time.monotonic() - closed_at) * 1000
+            now = time.monotonic()
+            elapsed_ms = ((now - closed_at) * 1000, (now - started_at) * 1000)
         after = ns.counters()
         incidents, err, rc = t.stop()
     assert rc == 0, err
@@ -118,8 +120,9 @@ def test_write_after_close_names_the_closer_and_joins_every_rst(ns, burst):
     assert inc["kind"] == "write-after-close"
     # Found in the kernel at the close: the server, its close, how idle the connection was.
     assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
-    assert 0 <= inc["close_to_reset_ms"] <= elapsed_ms
-    assert 0 <= inc["idle_before_close_ms"] <= elapsed_ms
+    since_close, since_start = elapsed_ms
+    assert 0 <= inc["close_to_reset_ms"] <= since_close
+    assert 0 <= inc["idle_before_close_ms"] <= since_start
     # Every RST the server's kernel sent answered this connection's segments: the first by the
     # orphan (TCPAbortOnData) or the TIME_WAIT socket, the rest of a burst by the listener.
     sent = delta["Tcp.OutRsts"]
