@@ -15,7 +15,7 @@ from pathlib import Path
 from . import harness as h
 from .report import write_report
 
-PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup")
+PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup", "service")
 TRACERS = ("none", "rsttrace", "tcpstates")
 # Not run by default (--tracers): rsttrace with a consumer that takes the records and drops
 # them, so what the kernel side alone costs shows next to the whole.
@@ -29,9 +29,15 @@ PROFILES = {
     # memory sampling period, start-up samples
     "full": dict(seconds=10, rounds=5, ingest=30, ceiling_s=10,
                  ceiling_rates=(50_000, 100_000, 150_000, 200_000, 300_000, 400_000),
-                 memory=600, memory_every=5, startup=5),
+                 memory=600, memory_every=5, startup=5,
+                 # service: seconds under churn, idle seconds before, connections/s (10% reset),
+                 # file size and total cap of the trace directory
+                 service_s=600, service_idle_s=60, service_rate=2000, service_file_size=4 << 20,
+                 service_cap=16 << 20),
     "quick": dict(seconds=3, rounds=2, ingest=5, ceiling_s=3, ceiling_rates=(50_000, 200_000),
-                  memory=20, memory_every=1, startup=2),
+                  memory=20, memory_every=1, startup=2,
+                  service_s=20, service_idle_s=5, service_rate=2000, service_file_size=1 << 20,
+                  service_cap=4 << 20),
 }
 
 
@@ -283,6 +289,12 @@ def startup(p: dict, wd: Path) -> dict:
     return {"seconds": times, "median_s": statistics.median(times), "max_s": max(times)}
 
 
+def service(p: dict, wd: Path) -> dict:
+    from .service_part import service as run
+
+    return run(p, wd)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short runs: checks the bench, not the machine")
@@ -292,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracers", default=",".join(TRACERS), help="overhead: which of none,rsttrace,tcpstates")
     ap.add_argument("--mixes", default=",".join(MIXES), help="overhead: which reset mixes (0%%,10%%)")
     ap.add_argument("--memory-seconds", type=float, help="override the memory run's length")
+    ap.add_argument("--service-seconds", type=float, help="override the service run's length (600)")
     ap.add_argument("--out", type=Path, help="write the report here (default bench/RESULTS.md; "
                                                "--quick writes bench/RESULTS-quick.md)")
     args = ap.parse_args(argv)
@@ -304,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
-    for key, val in (("seconds", args.seconds), ("rounds", args.rounds), ("memory", args.memory_seconds)):
+    for key, val in (("seconds", args.seconds), ("rounds", args.rounds), ("memory", args.memory_seconds),
+                     ("service_s", args.service_seconds)):
         if val:
             p[key] = val
     p["tracers"] = tuple(t for t in args.tracers.split(",") if t)

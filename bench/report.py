@@ -192,4 +192,8 @@ def write_report(r: dict, path: Path) -> None:
             f"{su['max_s']:.2f} s (target at most 2 s).",
             "",
         ]
+    if "service" in parts:
+        from .service_part import report_lines
+
+        lines += report_lines(parts["service"])
     path.write_text("\n".join(lines))

@@ -530,8 +530,9 @@ def run(argv: list[str] | None = None) -> None:
     sys.exit(status)
 
 
+from .service_cli import register as _register_service  # noqa: E402 (needs `main`)
+
+_register_service(main)
+
 if __name__ == "__main__":
     run()
-
-from .service_cli import register as _register_service  # noqa: E402
-_register_service(main)
