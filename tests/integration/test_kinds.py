@@ -14,6 +14,7 @@ import pytest
 from tracer import scenarios
 from tracer.kernel import KernelFeatures
 
+from . import expect
 from .tracer_proc import Tracer
 
 pytestmark = pytest.mark.root
@@ -33,110 +34,43 @@ def run_traced(tracer_args, scenario):
     return res, incidents, err
 
 
-def errors(side) -> list[tuple[str, str]]:
-    return [(e["call"], e["errno"]) for e in side["errors"]]
-
-
-def lo(port):
-    return {"addr": "127.0.0.1", "port": port}
+errors, lo = expect.errors, expect.lo
 
 
 def test_linger_zero_is_not_unread_data(ns):
     res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.linger_zero(ns))
-    assert res.client_returncode == -13
-    [inc] = incs
-    assert inc["kind"] == "linger-zero"
-    assert inc["reason"] in ("TCP_STATE", None)
-    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
-    assert inc["bytes_discarded"] == 0
-    assert inc["state"] == "ESTABLISHED"
-    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
-    v = inc["victim"]
-    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
-    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
-    assert v["sigpipe"] == "killed" and v["exit_signal"] == 13
-    assert "SO_LINGER" in inc["summary"] and inc["advice"]
+    expect.linger_zero(incs, res)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_server_killed_with_unread_data(ns, sig):
     res, incs, _ = run_traced(["--netns", str(ns.inode)],
                               lambda: scenarios.killed_server(ns, sig=sig, unread=True))
-    assert res.server_returncode == -sig and res.client_returncode == -13
-    [inc] = incs
-    assert inc["kind"] == "process-killed"
-    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server", "signal": int(sig)}
-    assert inc["ended_with"] == "RST" and inc["bytes_discarded"] == 1000
-    assert inc["reason"] in ("TCP_ABORT_ON_CLOSE", None)
-    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
-    v = inc["victim"]
-    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
-    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
-    assert v["sigpipe"] == "killed"
+    expect.killed_with_unread_data(incs, res, sig)
 
 
 def test_server_killed_after_reading_ends_with_fin_then_rst(ns):
     res, incs, _ = run_traced(["--netns", str(ns.inode)],
                               lambda: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=False))
-    assert res.server_returncode == -9 and res.client_returncode == -13
-    # The first write went out (the FIN had only closed the other direction); the RST it
-    # drew arrived in CLOSE_WAIT, so the next write got EPIPE, and SIGPIPE, at once.
-    assert res.client_lines[2:] == ["write 100 OK"]
-    [inc] = incs
-    assert inc["kind"] == "process-killed"
-    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server", "signal": 9}
-    assert inc["ended_with"] == "FIN" and inc["bytes_discarded"] == 0
-    assert inc["state"] == "ESTABLISHED"
-    # From TIME_WAIT, or from the orphan still in FIN_WAIT2 when the data came (TCPAbortOnData).
-    assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", None)
-    v = inc["victim"]
-    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "CLOSE_WAIT")
-    assert errors(v) == [("write", "EPIPE")]
-    assert v["sigpipe"] == "killed"
+    expect.killed_after_reading(incs, res)
 
 
 def test_socket_destroyed_by_ss(ns):
     (res, ss_pid), incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.destroyed(ns))
-    assert "recv -1 errno=103" in res.server_lines
-    [inc] = incs
-    assert inc["kind"] == "socket-destroyed"
-    assert inc["reason"] in ("TCP_STATE", None)
-    assert inc["culprit"] == {"pid": ss_pid, "comm": "ss"}
-    assert (inc["local"], inc["remote"]) == (lo(res.server_port), lo(res.client_port))
-    v = inc["victim"]
-    assert (v["pid"], v["comm"]) == (res.client_pid, "rst_client")
-    assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
-    assert v["sigpipe"] == "killed"
-    owner = inc["owner"]
-    assert (owner["pid"], owner["comm"]) == (res.server_pid, "rst_server")
-    assert errors(owner) == [("read", "ECONNABORTED")]
+    expect.socket_destroyed(incs, res, ss_pid)
 
 
 def test_linger2_abort(ns):
     res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.linger2_abort(ns))
-    [inc] = incs
-    assert inc["kind"] == "linger2-abort"
-    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
     # ABORT_ON_LINGER if close() itself saw the FIN acked (FIN_WAIT2); on loopback the ACK
     # usually comes after, and the orphan in FIN_WAIT1 resets (counted as TCPAbortOnData).
-    assert inc["reason"] in ("TCP_ABORT_ON_DATA", "TCP_ABORT_ON_LINGER", None)
-    v = inc["victim"]
-    assert (v["pid"], v["state"]) == (res.client_pid, "CLOSE_WAIT")
-    assert errors(v) == [("write", "EPIPE")]
-    assert v["sigpipe"] == "killed"
+    expect.linger2_abort(incs, res)
 
 
 def test_connection_refused(ns):
     port = free_port()
     res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.refused(ns, port=port))
-    assert res.client_lines[-1] == "connect -1 ECONNREFUSED"
-    [inc] = incs
-    assert inc["kind"] == "connection-refused"
-    assert inc["reason"] in ("NO_SOCKET", None)
-    assert inc["local"] == lo(port)
-    v = inc["victim"]
-    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "SYN_SENT")
-    assert errors(v) == [("connect", "ECONNREFUSED")]
+    expect.connection_refused(incs, res, port)
 
 
 def test_clean_half_close_is_silent(ns):
@@ -275,17 +209,4 @@ def test_crash_and_reboot_draws_a_no_socket_reset(hosts):
 
 def test_write_after_close(ns):
     res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.write_after_close(ns))
-    assert res.client_returncode == -13
-    assert res.client_lines[2:] == ["write 100 OK"]  # the RST it drew made the next one EPIPE
-    [inc] = incs
-    assert inc["kind"] == "write-after-close"
-    # From TIME_WAIT, or from the orphan still in FIN_WAIT2 when the data came (TCPAbortOnData).
-    assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", None)
-    # A normal close is remembered in the kernel (an LRU of closers), so the RST names it.
-    assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
-    assert inc["resets"] == 1
-    assert inc["local"] == lo(res.server_port)
-    v = inc["victim"]
-    assert (v["pid"], v["comm"], v["state"]) == (res.client_pid, "rst_client", "CLOSE_WAIT")
-    assert errors(v) == [("write", "EPIPE")]
-    assert v["sigpipe"] == "killed"
+    expect.write_after_close(incs, res)
