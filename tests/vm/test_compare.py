@@ -25,7 +25,10 @@ CALL_TRACEPOINT = {"write": "sock_send_length", "read": "sock_recv_length"}
 #    no socket); the tracepoint plan there knows only what the victim received. What comes
 #    from the sender's reset event (its state and namespace, the reset time) cannot be
 #    compared, and a reset from no socket is a plain "reset-received" (README: incident kinds).
-SENDER_FIELDS = ("state", "netns")
+#    Nor can the count of the connection's RSTs (`resets`: one fewer where TIME_WAIT answered),
+#    nor when the closer's close came before the reset (`close_to_reset_ms`: from the peer's
+#    receipt there, a little later).
+SENDER_FIELDS = ("state", "netns", "resets", "close_to_reset_ms")
 SENDER_TIMES = ("reset_ns",)
 NO_SENDER_KIND = {"no-socket": "reset-received"}
 # 4. A socket closed with FIN answers late data from TIME_WAIT, or, if the data comes before
