@@ -413,7 +413,8 @@ def test_gunicorn_sync_worker_closes_with_the_upload_unread(ns, tmp_path):
     unread = int(answer.split("unread=")[1])
     assert unread > 0
     assert '"POST /upload HTTP/1.1" 413' in g.output()
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 2, "Tcp.AttemptFails": 0,
+    established_resets = delta.pop("Tcp.EstabResets")
+    assert delta == {"Tcp.OutRsts": 1, "Tcp.AttemptFails": 0,
                      "TcpExt.TCPAbortOnClose": 1, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
                      "TcpExt.TCPAbortOnTimeout": 0}
     inc = C.one(incs)
@@ -424,6 +425,10 @@ def test_gunicorn_sync_worker_closes_with_the_upload_unread(ns, tmp_path):
     assert inc["local"] == C.lo(port)
     v = inc["victim"]
     assert (v["pid"], v["comm"]) == (client.pid, client_comm)
+    # requests may close its socket before gunicorn's RST reaches it (it had read the whole
+    # answer): then the kernel does not count that socket as reset from ESTABLISHED, and the
+    # incident says the victim had closed. Either way both agree.
+    assert established_resets == (1 if v["closed_before_reset"] else 2)
     assert C.errors(v) == [] and v["sigpipe"] is None
     assert inc["impact"] == "unaffected"
 
