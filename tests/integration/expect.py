@@ -15,6 +15,15 @@ import signal
 from tracer.kernel import KernelFeatures
 
 
+def minisock_resets_seen() -> bool:
+    """Every RST is reported here: tcp_send_reset sees minisocks (6.10+) or the kprobe plan runs."""
+    from tracer.kernel import KernelFeatures
+
+    from .tracer_proc import expected_plan
+
+    return KernelFeatures.probe().send_reset_sees_nosk or expected_plan() == "kprobe"
+
+
 def errors(side: dict) -> list[tuple[str, str]]:
     return [(e["call"], e["errno"]) for e in side["errors"]]
 
@@ -167,9 +176,11 @@ def write_after_close(incidents: list[dict], res) -> dict:
     inc = one(incidents)
     assert inc["kind"] == "write-after-close"
     assert inc["reason"] in ("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", None)
-    # A normal close is remembered in the kernel (an LRU of closers), so the RST names it.
+    # A normal close is remembered in the kernel (a cache of closers), so the RST names it.
     assert inc["culprit"] == {"pid": res.server_pid, "comm": "rst_server"}
-    assert inc["resets"] == 1
+    # Before 6.10 the tracepoint plan sees no RST sent by a TIME_WAIT socket (the orphan's,
+    # TCPAbortOnData, it does): then the connection's one RST may go uncounted.
+    assert inc["resets"] in ((1,) if minisock_resets_seen() else (0, 1))
     assert inc["local"] == lo(res.server_port)
     v = victim(inc, res)
     assert v["state"] == "CLOSE_WAIT"

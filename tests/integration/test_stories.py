@@ -12,18 +12,15 @@ import pytest
 
 from tracer import render, scenarios
 
-from tracer.kernel import KernelFeatures
-
-from .tracer_proc import Tracer, expected_plan
+from . import expect
+from .tracer_proc import Tracer
 
 pytestmark = pytest.mark.root
 
 DRIVER = Path(__file__).parent / "drivers" / "early_reply.py"
 
 
-def plan_sees_minisock_resets() -> bool:
-    """Every RST is reported: tcp_send_reset sees minisocks (6.10+) or the kprobe plan runs."""
-    return KernelFeatures.probe().send_reset_sees_nosk or expected_plan() == "kprobe"
+plan_sees_minisock_resets = expect.minisock_resets_seen
 
 
 def comm_of(pid: int) -> str:
