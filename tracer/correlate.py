@@ -338,13 +338,13 @@ class Correlator:
         self.cgroup_path = cgroup_path
         # How long an incident whose other side may still act waits for it (at least 5 s).
         self.hold_ns = hold_ns if hold_ns is not None else max(10 * settle_ns, 5 * NS)
-        self.stats_ref = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0, "not_received": 0}
+        self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0, "not_received": 0}
         self.settle_ns = settle_ns
         self.match_window_ns = match_window_ns
         self.owner_of = owner_of
         self._next_id = 1
         self.open: dict[int, Incident] = {}
-        self.socks = _Socks(self.stats_ref)  # (netns, sk) -> incident, any side
+        self.socks = _Socks(self.stats)  # (netns, sk) -> incident, any side
         self.by_tuple: dict[tuple, Incident] = _Index()  # ending side's tuple -> incident awaiting its peer
         self.by_peer: dict[tuple, Incident] = _Index()  # victim-side tuple -> incident awaiting its sender
         self.sigpipe_tids: dict[int, Incident] = _Index()
@@ -353,7 +353,6 @@ class Correlator:
         # (netns, ending side's tuple) of incidents already reported -> incident, so that a
         # later RST of the same connection is counted with it, not reported again.
         self.recent: OrderedDict[tuple, Incident] = OrderedDict()
-        self.stats = self.stats_ref
         self._handlers: dict = {}  # event kind -> bound _on_<kind> method, or False
         self._held: dict[tuple[int, int], list[Event]] = {}  # see ORPHAN_WAIT_NS
 
