@@ -440,8 +440,8 @@ def doctor(ctx):
     lines.append(f"who acted (task or softirq): {feats.context_method()}")
     for m in plan.missing:
         lines.append(f"degraded: {m}")
-    for what, lost in feats.losses(plan.name):
-        lines.append(f"this kernel lacks {what}: {lost}")
+    for loss in feats.losses(plan.name):
+        lines.append(f"this kernel lacks {loss.what}: {loss.lost}")
     term.lines(lines)
 
 

@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 from .cgroups import describe
 from .events import Event
+from .kernel import Loss
 from .kinds import CAUSE_KINDS, KINDS, REASON_KIND
 
 NS = 1_000_000_000
@@ -98,6 +99,7 @@ class Incident:
     close_wait: dict | None = None  # close-wait: {"age_ns", "closed", "preexisting"}
     fixed_kind: bool = False
     resets: int = 0  # RSTs of this connection joined into this incident
+    unknown: dict[str, str] = field(default_factory=dict)  # field -> what the kernel lacked to know it
     closer_seen: bool = False  # the kernel named who closed the connection with FIN
     close_to_reset_ms: int | None = None  # from that FIN close to the (first) RST
     idle_before_close_ms: int | None = None  # how long the connection was idle when closed
@@ -115,15 +117,16 @@ class Incident:
     def pending_signal(self) -> bool:
         return self.victim is not None and self.victim.sigpipe == "delivered"
 
-    def complete(self) -> bool:
-        """Nothing more is expected: the reset was seen and the victim's story has ended."""
+    def complete(self, socket_open: bool = False) -> bool:
+        """Nothing more is expected: the reset was seen and the victim's story has ended.
+        `socket_open`: the victim's socket is still tracked (its end, even in an exit, follows)."""
         if self.kind == "close-wait":
             return True
         if not self.reset_seen or self.victim is None or self.pending_signal:
             return False
         if self.owner is not None and not (self.owner.closed or self.owner.exit_signal is not None):
             return False
-        return self.victim.closed or self.victim.exit_signal is not None
+        return self.victim.closed or (self.victim.exit_signal is not None and not socket_open)
 
     def classify(self) -> str:
         """The kind, from everything seen; called when the incident is reported."""
@@ -191,6 +194,8 @@ class Incident:
             "close_to_reset_ms": self.close_to_reset_ms,
             "idle_before_close_ms": self.idle_before_close_ms,
             "impact": self.impact,
+            # field -> why this kernel (and plan) could not know it (Correlator `lacks`)
+            "unknown": self.unknown or None,
             "cgroups": {
                 "culprit": describe(self.culprit_cgroup, self.cgroup_paths.get(self.culprit_cgroup)),
                 "victim": describe(self.victim.cgroup, self.cgroup_paths.get(self.victim.cgroup))
@@ -211,6 +216,34 @@ class Incident:
 
 
 _UNSET = ("", "0.0.0.0", "::", 0)
+
+
+def _sender_unseen(inc: Incident) -> tuple[str, ...]:
+    """What the kernel's RST from a TIME_WAIT socket or from no socket would have told."""
+    if inc.kind in ("reset-received", "no-socket"):
+        return ("culprit", "state", "resets")  # only the receiver saw it
+    if inc.kind in ("write-after-close", "connection-refused") or (
+            inc.kind == "process-killed" and inc.ended_with == "FIN"):
+        return ("resets",)  # the closed side's RSTs: some may have come from TIME_WAIT or none
+    return ()
+
+
+def _nothing(_inc: Incident) -> tuple[str, ...]:
+    return ()
+
+
+# Loss key (KernelFeatures.losses) -> the fields of an incident it leaves unknown. Gaps that
+# change only how something is seen (io_sys_exit) or that may misname (user_regs: doctor says
+# so) are not here.
+UNKNOWN: dict[str, Callable[[Incident], tuple[str, ...]]] = {
+    "reason": lambda i: () if i.kind == "close-wait" else ("reason",),
+    "minisock_resets": _sender_unseen,
+    "v6_nosk_resets": lambda i: _sender_unseen(i) if i.family == "ipv6" else (),
+    "io_calls": lambda i: ("victim.errors",) if i.victim is not None else (),
+    "signal_deliver": lambda i: ("victim.sigpipe",) if i.victim is not None and i.victim.sigpipe in (
+        "delivered", "handled") else (),
+    "error_report": lambda i: ("victim.errors",) if i.victim is not None and i.cause == "timeout" else (),
+}
 
 
 def _same_connection(known: tuple, seen: tuple) -> bool:
@@ -334,8 +367,12 @@ class Correlator:
 
     def __init__(self, settle_ns: int = NS, owner_of: Callable[[int], tuple[int, str] | None] | None = None,
                  match_window_ns: int = 2 * NS,
-                 cgroup_path: Callable[[int], str | None] | None = None, hold_ns: int | None = None) -> None:
+                 cgroup_path: Callable[[int], str | None] | None = None, hold_ns: int | None = None,
+                 lacks: Iterable[Loss] = ()) -> None:
         self.cgroup_path = cgroup_path
+        # What this kernel and plan cannot show (KernelFeatures.losses): each incident it touches
+        # names the fields it leaves unknown, instead of being silently less exact.
+        self.lacks = list(lacks)
         # How long an incident whose other side may still act waits for it (at least 5 s).
         self.hold_ns = hold_ns if hold_ns is not None else max(10 * settle_ns, 5 * NS)
         self.stats = {"events": 0, "incidents": 0, "unmatched": 0, "late": 0, "stale": 0, "not_received": 0}
@@ -409,7 +446,7 @@ class Correlator:
                 self.stats["late"] += 1  # after its report; counted, not reported again
                 continue
             inc.last_ns = max(inc.last_ns, ev.ts_ns)
-            if inc.complete():
+            if inc.complete(self._socket_open(inc)):
                 out.append(self._finish(inc))
         return out
 
@@ -431,8 +468,17 @@ class Correlator:
         # test_under_load.py). Its story has ended when its socket is freed or it died.
         sides = [s for s in (inc.victim, inc.owner) if s is not None]
         if sides:
+            if inc.victim is not None and not inc.victim.closed_before_reset and self._socket_open(inc):
+                return False  # died, and its files are being closed: the socket's end follows
             return all(s.closed or s.closed_before_reset or s.exit_signal is not None for s in sides)
         return inc.ended_with != "FIN"  # a killed process's FIN: the peer may still write
+
+    def _socket_open(self, inc: Incident) -> bool:
+        """The victim's socket is still tracked: its end (its owner's close, or the exit's closing
+        of files, which the kernel does after the exit event) has not been seen yet. Whether the
+        report says the victim closed must not depend on when user space read the two events."""
+        return inc.victim_sk is not None and inc.victim is not None and not inc.victim.closed \
+            and inc.victim_sk in self.socks
 
     def flush(self) -> list[Incident]:
         released = self._release_held(0, everything=True) if self._held else []
@@ -486,6 +532,8 @@ class Correlator:
                 if cg and cg not in inc.cgroup_paths:
                     inc.cgroup_paths[cg] = self.cgroup_path(cg)
         inc.kind = inc.classify()
+        inc.unknown = {f: f"this kernel lacks {loss.what}"
+                       for loss in self.lacks for f in UNKNOWN.get(loss.key, _nothing)(inc)}
         self.stats["incidents"] += 1
         return inc
 

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import tpformat
 from .btf import FUNC, VMLINUX_BTF, Btf, BtfError
@@ -157,6 +158,16 @@ def _field_macros(btf: Btf, macro: str, struct_name: str, path: str) -> dict[str
     if shift + bits > 32:
         raise BtfError(f"{struct_name}.{path} straddles a 32-bit word")
     return {f"OFF_{macro}": word, f"SHIFT_{macro}": shift, f"MASK_{macro}": (1 << bits) - 1}
+
+
+class Loss(NamedTuple):
+    """A gap of one kernel (and plan): `key` names it to the correlator (tracer/correlate.py
+    UNKNOWN says which incidents' fields it leaves unknown), `what` the kernel lacks (and since
+    which version it exists), `lost` what the user loses, in words."""
+
+    key: str
+    what: str
+    lost: str
 
 
 @dataclass
@@ -362,44 +373,44 @@ class KernelFeatures:
             how += ", or over user mode (the task's saved user registers show no system call)"
         return how
 
-    def losses(self, plan: str = "tracepoint") -> list[tuple[str, str]]:
-        """(what this kernel lacks, what the user loses) for each gap rsttrace knows of, on this
-        plan: `doctor` prints them, incidents on such a kernel cannot say more."""
-        out: list[tuple[str, str]] = []
+    def losses(self, plan: str = "tracepoint") -> list[Loss]:
+        """What this kernel lacks on this plan, for each gap rsttrace knows of: `doctor` prints
+        what the user loses, and each incident it touches names the fields it leaves unknown."""
+        out: list[Loss] = []
         if not self.has("inet_sk_error_report"):
-            out.append(("sock:inet_sk_error_report (5.14)",
-                        "errors the kernel reports on a socket that stays open are not seen: a victim's "
-                        "sk_err is inferred from the reset and its state, and a timeout is told only "
-                        "from the socket's move to CLOSE"))
+            out.append(Loss("error_report", "sock:inet_sk_error_report (5.14)",
+                            "errors the kernel reports on a socket that stays open are not seen: a "
+                            "victim's sk_err is inferred from the reset and its state, and a timeout "
+                            "is told only from the socket's move to CLOSE"))
         io = self.io_errors_from
         if io == "sys_exit":
-            out.append(("sock:sock_send_length/sock_recv_length (6.3)",
-                        "the peer's failing send/recv calls come from raw_syscalls:sys_exit instead "
-                        "(every system call's exit is hooked: more overhead; x86_64 only)"))
+            out.append(Loss("io_sys_exit", "sock:sock_send_length/sock_recv_length (6.3)",
+                            "the peer's failing send/recv calls come from raw_syscalls:sys_exit instead "
+                            "(every system call's exit is hooked: more overhead; x86_64 only)"))
         elif io is None:
-            out.append(("sock:sock_send_length/sock_recv_length (6.3) and a usable sys_exit",
-                        "the victim's failing calls (ECONNRESET, EPIPE) are not listed; only its "
-                        "socket state and signals are"))
+            out.append(Loss("io_calls", "sock:sock_send_length/sock_recv_length (6.3) and a usable sys_exit",
+                            "the victim's failing calls (ECONNRESET, EPIPE) are not listed; only its "
+                            "socket state and signals are"))
         if not self.send_reset_has_reason:
-            out.append(("enum sk_rst_reason (6.10)",
-                        "incidents have no kernel reason (reason is null); the kind comes from the "
-                        "close path rsttrace saw, and RSTs answering a segment are not told apart"))
+            out.append(Loss("reason", "enum sk_rst_reason (6.10)",
+                            "incidents have no kernel reason (reason is null); the kind comes from the "
+                            "close path rsttrace saw, and RSTs answering a segment are not told apart"))
         if not self.send_reset_sees_nosk:
             if plan == "tracepoint":
-                out.append(("tcp:tcp_send_reset for RSTs without a full socket (6.10)",
-                            "RSTs sent by TIME_WAIT sockets or for unknown connections are seen only "
-                            "at the receiver: a crash-and-reboot reset is 'reset-received' (sender "
-                            "unknown), and a write-after-close may count one reset fewer"))
+                out.append(Loss("minisock_resets", "tcp:tcp_send_reset for RSTs without a full socket (6.10)",
+                                "RSTs sent by TIME_WAIT sockets or for unknown connections are seen only "
+                                "at the receiver: a crash-and-reboot reset is 'reset-received' (sender "
+                                "unknown), and a write-after-close may count fewer resets than were sent"))
             elif "tcp_v6_send_reset" not in self.funcs:
-                out.append(("tcp_v6_send_reset in BTF",
-                            "IPv6 RSTs sent without a socket are not seen at the sender"))
+                out.append(Loss("v6_nosk_resets", "tcp_v6_send_reset in BTF",
+                                "IPv6 RSTs sent without a socket are not seen at the sender"))
         if not self.has("signal_deliver"):
-            out.append(("signal:signal_deliver", "a SIGPIPE caught by a handler is not told from one "
-                        "still pending"))
+            out.append(Loss("signal_deliver", "signal:signal_deliver",
+                            "a SIGPIPE caught by a handler is not told from one still pending"))
         if self.btf is not None and self.arch != "x86_64":
-            out.append((f"user registers at the top of the task stack ({self.arch})",
-                        "a softirq that interrupted user mode looks like the task itself: an RST "
-                        "received then may name the interrupted process"))
+            out.append(Loss("user_regs", f"user registers at the top of the task stack ({self.arch})",
+                            "a softirq that interrupted user mode looks like the task itself: an RST "
+                            "received then may name the interrupted process"))
         return out
 
     def switches(self, plan: str = "tracepoint") -> list[str]:

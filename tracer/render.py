@@ -77,6 +77,11 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
     if explain:
         lines.append(f"     why: {inc['explanation']}")
         lines.append(f"     fix: {inc['advice']}")
+        unknown = inc.get("unknown")
+        if isinstance(unknown, dict) and unknown:
+            lines.append("     unknown here: " + "; ".join(
+                f"{why}: {', '.join(f for f, w in unknown.items() if w == why)}"
+                for why in dict.fromkeys(unknown.values())))
     return lines
 
 

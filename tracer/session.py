@@ -93,6 +93,7 @@ class Session:
         if self.feats.tracefs is None:
             self.feats.read_tracefs(tracefs)
         self.plan = choose_plan(self.feats, force=self.config.force_plan)
+        self.correlator.lacks = self.feats.losses(self.plan.name)
         self.loaded = load(self.plan, perf_only=self.config.buffer == "perf")
         self.decoder = Decoder(self.feats.rst_reasons())
         self._start_close_wait()

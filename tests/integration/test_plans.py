@@ -118,5 +118,5 @@ def test_doctor_says_how_context_is_told_and_what_this_kernel_lacks():
     out = r.stdout.splitlines()
     assert f"who acted (task or softirq): {feats.context_method()}" in out
     plan = "kprobe" if any(line.startswith("chosen plan: kprobe") for line in out) else "tracepoint"
-    for what, lost in feats.losses(plan):
-        assert f"this kernel lacks {what}: {lost}" in out
+    for loss in feats.losses(plan):
+        assert f"this kernel lacks {loss.what}: {loss.lost}" in out

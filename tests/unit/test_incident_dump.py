@@ -107,3 +107,22 @@ def test_unseen_sender_excuses_only_what_came_from_it():
     # The kprobe plan sees the sender on 6.1: there the kinds must agree.
     kprobe = run([seen_by_victim], kernel="6.1.0-50-amd64", plan="kprobe")
     assert comparable(kprobe, host)[0] != comparable(host, kprobe)[0]
+
+
+def test_run_decided_fields_excuse_only_that_test():
+    """gunicorn's sync worker: which of requests' FIN and the RST came first is the run's timing."""
+    from tests.vm.test_compare import RUN_DECIDED
+    decided = RUN_DECIDED["tests/integration/test_corpus.py::test_gunicorn_sync_worker_closes_with_the_upload_unread"]
+    one = incident()
+    one.update(resets=1, state="CLOSE_WAIT")
+    one["victim"]["closed_before_reset"] = True
+    two = incident()
+    two.update(resets=2, state="ESTABLISHED")
+    two["victim"]["closed_before_reset"] = False
+    host, guest = run([one]), run([two], kernel="6.1.0-50-amd64", plan="kprobe")
+    assert comparable(host, guest, True, decided)[0] == comparable(guest, host, True, decided)[0]
+    # Elsewhere they are compared, and so is everything else there.
+    assert comparable(host, guest, True)[0] != comparable(guest, host, True)[0]
+    two["bytes_discarded"], two["victim"]["sigpipe"] = 1000, None
+    guest = run([two], kernel="6.1.0-50-amd64", plan="kprobe")
+    assert comparable(host, guest, True, decided)[0] != comparable(guest, host, True, decided)[0]
