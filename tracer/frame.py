@@ -210,6 +210,57 @@ def flatten_incident(inc: dict) -> dict:
     return row
 
 
+def value(x):
+    """A flat-row value, with pandas' missing markers (NA, NaN, NaT) as None and whole floats
+    (an integer column with gaps) as ints."""
+    if x is None:
+        return None
+    try:
+        if x != x:  # NaN, NaT
+            return None
+    except (TypeError, ValueError):  # pd.NA refuses comparison
+        return None
+    if type(x).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalars
+        return value(x.item())
+    return x
+
+
+def incident_of_row(row: dict) -> dict:
+    """A flat row (flatten_incident, or a row of load().incidents) as the incident it came from,
+    as far as the renderer (tracer/render.py) needs it: so that `report` and `merge` print the
+    same text as the live chain, from the same code."""
+    row = {k: value(v) for k, v in row.items()}
+    inc: dict = {"local": {"addr": row.pop("laddr", None), "port": row.pop("lport", None)},
+                 "remote": {"addr": row.pop("raddr", None), "port": row.pop("rport", None)}}
+    sides: dict[str, dict] = {"culprit": {}, "victim": {}, "owner": {}}
+    for k, v in row.items():
+        side, _, field = k.partition("_")
+        if side in sides and field and not field.startswith(("cgroup_", "container", "runtime", "pod_uid")):
+            sides[side][field] = v
+        else:
+            inc[k] = v
+    for name, side in sides.items():
+        present = {k: v for k, v in side.items() if v is not None}
+        if name == "victim" and present.get("addr") is None and present.get("pid") is None:
+            inc[name] = None
+            continue
+        if name != "victim" and not present.get("pid"):
+            inc[name] = None
+            continue
+        errors = side.get("errors")
+        if isinstance(errors, str):
+            if errors.startswith("["):  # the generic flattening: JSON text
+                side["errors"] = json.loads(errors)
+            else:  # "write ECONNRESET, write EPIPE"
+                side["errors"] = [dict(zip(("call", "errno"), e.split(" ", 1))) for e in errors.split(", ") if e]
+        inc[name] = side if name != "culprit" else present
+    return inc
+
+
 def _column_of(vals: list):
     """An arrow column for values of one field; mixed or odd values are kept as JSON text."""
     import pyarrow as pa

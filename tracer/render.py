@@ -69,7 +69,7 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
         lines.append("  -> peer not seen on this host")
     else:
         parts = _fate(v)
-        lines.append(f"  -> {who(v)} " + (", ".join(parts) if parts else _untroubled(v)))
+        lines.append(f"  -> {who(v)}{_where(inc, v)} " + (", ".join(parts) if parts else _untroubled(v)))
     owner = inc.get("owner")
     if owner is not None:
         parts = _fate(owner) or ["no call failed yet"]
@@ -83,6 +83,22 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
                 f"{why}: {', '.join(f for f, w in unknown.items() if w == why)}"
                 for why in dict.fromkeys(unknown.values())))
     return lines
+
+
+def _where(inc: dict, v: dict) -> str:
+    """The victim's host, when traces of several hosts were merged and it is another one."""
+    vhost, host = v.get("host"), inc.get("host")
+    if not vhost or vhost == host:
+        return ""
+    skew = inc.get("clock_skew_ns")
+    return f" on {vhost}" + (f" ({skew / 1e6:+.3f} ms)" if skew is not None else "")
+
+
+def line(inc: dict) -> str:
+    """The chain on one line (report, merge): the same words as chain_lines, and the impact."""
+    lines = chain_lines(inc)
+    impact = inc.get("impact")
+    return " ".join([lines[0]] + [x.strip() for x in lines[1:]]) + (f" [{impact}]" if impact else "")
 
 
 def to_json(inc: dict) -> str:

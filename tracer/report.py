@@ -6,33 +6,14 @@ import json
 from collections import Counter
 from datetime import datetime, timezone
 
+from . import render
+from .frame import incident_of_row, value
+
 NO_SIGPIPE = "no SIGPIPE (no write after the reset)"
 NO_VICTIM = "victim not traced"
 
 
-def _v(x):
-    """A flat-row value, with pandas' missing markers (NA, NaN, NaT) as None."""
-    if x is None:
-        return None
-    try:
-        if x != x:  # NaN, NaT
-            return None
-    except (TypeError, ValueError):  # pd.NA refuses comparison
-        return None
-    if type(x).__name__ in ("NAType", "NaTType"):
-        return None
-    return x
-
-
-def _endpoint(addr, port) -> str:
-    addr, port = _v(addr) or "?", _v(port)
-    port = "?" if port is None else int(port)
-    return f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}"
-
-
-def _who(pid, comm) -> str:
-    pid, comm = _v(pid), _v(comm)
-    return f"{comm or '?'}[{int(pid)}]" if pid else "?"
+_v = value  # a flat-row value (NA, NaN, NaT as None)
 
 
 def _clock(ns) -> str:
@@ -49,33 +30,9 @@ def _wall_ns(row: dict) -> int | None:
 
 
 def incident_line(row: dict) -> str:
-    """One incident (a flat row: tracer.frame.flatten_incident or a row of load().incidents)."""
-    kind = _v(row.get("kind")) or "?"
-    local, remote = _endpoint(row.get("laddr"), row.get("lport")), _endpoint(row.get("raddr"), row.get("rport"))
-    head = f"{_clock(_wall_ns(row))} {kind}: {_who(row.get('culprit_pid'), row.get('culprit_comm'))} {local}<-{remote}"
-    nbytes = _v(row.get("bytes_discarded"))
-    if nbytes:
-        head += f", {int(nbytes)} bytes discarded"
-    if _v(row.get("reason")):
-        head += f" [{row['reason']}]"
-    age = _v(row.get("close_wait_age_ns"))
-    if age is not None:
-        head += f", CLOSE_WAIT for {age / 1e9:.3f} s"
-    if _v(row.get("victim_addr")) is None:
-        return head + " -> peer not seen"
-    parts = [p for p in (_v(row.get("victim_errors")) or "").split(", ") if p]
-    if _v(row.get("victim_sigpipe")):
-        parts.append(f"SIGPIPE {row['victim_sigpipe']}")
-    elif _v(row.get("victim_exit_signal")):
-        parts.append(f"killed by signal {int(row['victim_exit_signal'])}")
-    where = ""
-    vhost, host = _v(row.get("victim_host")), _v(row.get("host"))
-    if vhost and vhost != host:
-        skew = _v(row.get("clock_skew_ns"))
-        where = f" on {vhost}" + (f" ({skew / 1e6:+.3f} ms)" if skew is not None else "")
-    impact = _v(row.get("impact"))
-    return (head + f" -> {_who(row.get('victim_pid'), row.get('victim_comm'))}{where}: "
-            + (", ".join(parts) or "no call failed") + (f" [{impact}]" if impact else ""))
+    """One incident (a flat row: tracer.frame.flatten_incident or a row of load().incidents), in
+    the live chain's words (tracer/render.py), after its time and kind."""
+    return f"{_clock(_wall_ns(row))} {_v(row.get('kind')) or '?'}: {render.line(incident_of_row(row))}"
 
 
 def _fate(row: dict) -> str:

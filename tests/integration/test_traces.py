@@ -89,7 +89,7 @@ def test_record_survives_kill_9(tmp_path):
     r = rsttrace("report", str(path))
     assert r.returncode == 0, r.stderr
     assert "no summary line" in r.stderr
-    assert f"rst_server[{first.server_pid}]" in r.stdout and "1000 bytes discarded" in r.stdout
+    assert f"rst_server[{first.server_pid}] closed " in r.stdout and " with 1000 unread bytes -> RST" in r.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

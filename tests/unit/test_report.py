@@ -32,12 +32,12 @@ def test_text_report():
         "trace unread_nosignal.jsonl: host vm, kernel 6.18.44-fc-v669",
         "trace clean_lingering.jsonl: host vm, kernel 6.18.44-fc-v669",
         "2 incident(s), 20 event(s), 2026-11-21 07:22:19.340 .. 2026-11-21 07:22:20.387 UTC",
-        "  2026-11-21 07:22:19.340 abort-on-close: rst_server[16107] 127.0.0.1:35317<-127.0.0.1:56894, "
-        "1000 bytes discarded [TCP_ABORT_ON_CLOSE] -> rst_client[16109]: write ECONNRESET, write EPIPE, "
-        "SIGPIPE killed",
-        "  2026-11-21 07:22:20.387 abort-on-close: rst_server[16116] 127.0.0.1:41893<-127.0.0.1:43862, "
-        "1000 bytes discarded [TCP_ABORT_ON_CLOSE] -> rst_client[16118]: write ECONNRESET, write EPIPE, "
-        "write EPIPE, SIGPIPE none",
+        "  2026-11-21 07:22:19.340 abort-on-close: rst_server[16107] closed 127.0.0.1:35317<-127.0.0.1:56894 "
+        "with 1000 unread bytes -> RST (abort on close) -> rst_client[16109] write: ECONNRESET, write: EPIPE, "
+        "SIGPIPE: killed",
+        "  2026-11-21 07:22:20.387 abort-on-close: rst_server[16116] closed 127.0.0.1:41893<-127.0.0.1:43862 "
+        "with 1000 unread bytes -> RST (abort on close) -> rst_client[16118] write: ECONNRESET, "
+        "write: EPIPE (x2), SIGPIPE: none",
         "by kind: abort-on-close 2",
         "by culprit (bytes discarded, incidents, processes):",
         "  rst_server: 2000 bytes, 2 incident(s), 2 pid(s)",
@@ -92,7 +92,7 @@ def test_close_wait_ages_and_kinds_from_the_data(tmp_path):
     assert "no summary line" in r.stderr
     assert "by kind: close-wait 3" in r.stdout
     assert "CLOSE_WAIT ages: 3 socket(s), min 3.000 s, median 60.000 s, max 2.0 h" in r.stdout
-    assert "leaky[52] 10.0.0.1:80<-10.0.0.2:4002, CLOSE_WAIT for 60.000 s -> peer not seen" in r.stdout
+    assert "close-wait: leaky[52] has not closed 10.0.0.1:80<-10.0.0.2:4002: CLOSE_WAIT 1m00s\n" in r.stdout
     assert "signal fates: victim not traced 3" in r.stdout
     s = json.loads(report("--json", str(p)).stdout)
     assert s["close_wait_ages_ns"] == {"count": 3, "min": 3 * 10**9, "median": 60 * 10**9, "max": 7200 * 10**9}
@@ -127,3 +127,21 @@ def test_impact_and_cgroups_reach_the_report_and_the_tables():
     assert row["impact"] == "unaffected" and row["resets"] == 1
     assert row["culprit_cgroup_id"] == row["victim_cgroup_id"] > 0
     assert isinstance(row["culprit_cgroup_path"], str) and row["culprit_cgroup_path"].startswith("/")
+
+
+def test_report_lines_are_the_live_chains():
+    """One renderer: every recorded incident's report line is its live chain on one line."""
+    from tracer import frame, render, tracefile
+    from tracer.report import incident_line
+
+    data = Path(__file__).parent.parent / "data"
+    names = sorted(p.name for p in data.glob("*.jsonl"))
+    assert len(names) >= 15
+    for name in names:
+        incs = [r for r in tracefile.read(data / name) if r["type"] == "incident"]
+        rows = frame.load(data / name).incidents.to_dict("records")
+        assert len(rows) == len(incs), name
+        for inc, row in zip(incs, rows):
+            chain = render.chain_lines(inc)
+            assert incident_line(row).split(": ", 1)[1] == " ".join(
+                [chain[0]] + [x.strip() for x in chain[1:]]) + f" [{inc['impact']}]", name

@@ -126,9 +126,9 @@ def test_report_escapes_names_from_the_file_and_json_keeps_them(tmp_path):
     assert r.returncode == 0, r.stderr
     assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout
     line = next(x for x in r.stdout.decode().splitlines() if "abort-on-close:" in x)
-    assert line == ("  2026-11-21 07:22:19.340 abort-on-close: \\x1b[2J\\x1b[31mevil\\x07[16107] "
-                    "127.0.0.1:35317<-127.0.0.1:56894, 1000 bytes discarded [\\x1b]0;owned\\x07] -> "
-                    "\\x1b[2J\\x1b[31mevil\\x07[16109]: write ECONNRESET, write EPIPE, SIGPIPE killed")
+    assert line == ("  2026-11-21 07:22:19.340 abort-on-close: \\x1b[2J\\x1b[31mevil\\x07[16107] closed "
+                    "127.0.0.1:35317<-127.0.0.1:56894 with 1000 unread bytes -> RST (abort on close) -> "
+                    "\\x1b[2J\\x1b[31mevil\\x07[16109] write: ECONNRESET, write: EPIPE, SIGPIPE: killed")
     r = rsttrace("report", "--json", str(p))
     assert r.returncode == 0
     s = json.loads(r.stdout)
