@@ -27,8 +27,9 @@ fi
 need=""
 # The second line: the real software of tests/integration/test_corpus.py; prometheus and tmux:
 # tests/integration/test_prometheus.py (a real server scrapes `service --metrics`) and test_top.py;
-# podman, runc and busybox-static: the two containers of tests/integration/test_containers.py.
-for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod iptables stress-ng \
+# podman, runc and busybox-static: the two containers of tests/integration/test_containers.py;
+# clang-format: the C style check of bpf/ (.clang-format).
+for pkg in python3-bpfcc python3-venv linux-libc-dev gcc libc6-dev iproute2 kmod iptables stress-ng clang-format \
 	curl haproxy memcached postgresql gunicorn nodejs lighttpd prometheus tmux podman runc busybox-static; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
 done
@@ -62,7 +63,9 @@ case "$job" in
 		results=${RSTTRACE_VM_RESULTS:-$(pwd)/.vm-results}
 		rm -rf "$results/host"
 		rc=0
-		.venv/bin/ruff check tracer tests bench || rc=1
+		# Style first: ruff (lint and format) for Python, clang-format for the BPF C.
+		.venv/bin/ruff check . && .venv/bin/ruff format --check . || rc=1
+		clang-format --dry-run -Werror bpf/*.c bpf/*.h bpf/hooks/*.h || rc=1
 		env -u RSTTRACE_VM_RESULTS RSTTRACE_INCIDENT_DUMP="$results/host/incidents" \
 			.venv/bin/python -m pytest -ra "$@" || rc=1
 		if [ "${RSTTRACE_VM:-1}" != 0 ]; then

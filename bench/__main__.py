@@ -27,17 +27,38 @@ PROFILES = {
     # seconds per churn run, rounds (each round runs none / rsttrace / tcpstates once),
     # ingest seconds, seconds per ceiling step, ceiling steps (events/s), memory seconds,
     # memory sampling period, start-up samples
-    "full": dict(seconds=10, rounds=5, ingest=30, ceiling_s=10,
-                 ceiling_rates=(50_000, 100_000, 150_000, 200_000, 300_000, 400_000),
-                 memory=600, memory_every=5, startup=5,
-                 # service: seconds under churn, idle seconds before, connections/s (10% reset),
-                 # file size and total cap of the trace directory
-                 service_s=600, service_idle_s=60, service_rate=2000, service_file_size=4 << 20,
-                 service_cap=16 << 20),
-    "quick": dict(seconds=3, rounds=2, ingest=5, ceiling_s=3, ceiling_rates=(50_000, 200_000),
-                  memory=20, memory_every=1, startup=2,
-                  service_s=20, service_idle_s=5, service_rate=2000, service_file_size=1 << 20,
-                  service_cap=4 << 20),
+    "full": dict(
+        seconds=10,
+        rounds=5,
+        ingest=30,
+        ceiling_s=10,
+        ceiling_rates=(50_000, 100_000, 150_000, 200_000, 300_000, 400_000),
+        memory=600,
+        memory_every=5,
+        startup=5,
+        # service: seconds under churn, idle seconds before, connections/s (10% reset),
+        # file size and total cap of the trace directory
+        service_s=600,
+        service_idle_s=60,
+        service_rate=2000,
+        service_file_size=4 << 20,
+        service_cap=16 << 20,
+    ),
+    "quick": dict(
+        seconds=3,
+        rounds=2,
+        ingest=5,
+        ceiling_s=3,
+        ceiling_rates=(50_000, 200_000),
+        memory=20,
+        memory_every=1,
+        startup=2,
+        service_s=20,
+        service_idle_s=5,
+        service_rate=2000,
+        service_file_size=1 << 20,
+        service_cap=4 << 20,
+    ),
 }
 
 
@@ -64,15 +85,17 @@ def one_churn_run(tracer: str, seconds: float, unread_bp: int, linger_bp: int, w
         run = {"tracer": tracer, "conn_per_s": rep["conn_per_s"], "churn": rep, "load": load.describe()}
         if tp:
             st = tp.stop()
-            run.update(tracer_cpu_pct=round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
-                       lost=st.lost, returncode=st.returncode)
+            run.update(
+                tracer_cpu_pct=round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1), lost=st.lost, returncode=st.returncode
+            )
             if tracer == "rsttrace-kernel":
                 run["received"] = st.received
                 st.outfile.unlink()
             elif tracer == "rsttrace":
                 incs = h.read_incidents(st.outfile, ns.inode)
-                run["incidents"] = h.check_incidents(incs, rep["unread"], rep["linger0"],
-                                                      rep["counters"]["Tcp.OutRsts"])
+                run["incidents"] = h.check_incidents(
+                    incs, rep["unread"], rep["linger0"], rep["counters"]["Tcp.OutRsts"]
+                )
                 run["received"] = st.received
                 st.outfile.unlink()
             else:
@@ -94,8 +117,10 @@ def overhead(p: dict, wd: Path) -> dict:
                 run = one_churn_run(tracer, p["seconds"], u, l, wd)
                 run["round"] = r
                 runs.append(run)
-                log(f"overhead {mix} round {r} {tracer}: {run['conn_per_s']:.0f} conn/s"
-                    + (f", cpu {run['tracer_cpu_pct']}%, lost {run['lost']}" if tracer != "none" else ""))
+                log(
+                    f"overhead {mix} round {r} {tracer}: {run['conn_per_s']:.0f} conn/s"
+                    + (f", cpu {run['tracer_cpu_pct']}%, lost {run['lost']}" if tracer != "none" else "")
+                )
         out[mix] = {"unread_bp": u, "linger_bp": l, "runs": runs, "summary": summarize(runs)}
     return out
 
@@ -156,12 +181,13 @@ def _bpfcost_run(p: dict, wd: Path, u: int, l: int, env: dict | None = None) -> 
     for name, (c1, t1) in s1.items():
         c0, t0 = s0.get(name, (0, 0))
         if c1 > c0:
-            progs[name] = {"runs_per_conn": round((c1 - c0) / n, 2),
-                           "ns_per_run": round((t1 - t0) / (c1 - c0)),
-                           "ns_per_conn": round((t1 - t0) / n)}
+            progs[name] = {
+                "runs_per_conn": round((c1 - c0) / n, 2),
+                "ns_per_run": round((t1 - t0) / (c1 - c0)),
+                "ns_per_conn": round((t1 - t0) / n),
+            }
     total = sum(x["ns_per_conn"] for x in progs.values())
-    return {"connections": n, "conn_per_s": rep["conn_per_s"], "programs": progs,
-            "ns_per_conn": total, "lost": st.lost}
+    return {"connections": n, "conn_per_s": rep["conn_per_s"], "programs": progs, "ns_per_conn": total, "lost": st.lost}
 
 
 def ingest(p: dict, wd: Path) -> dict:
@@ -180,6 +206,7 @@ def ingest(p: dict, wd: Path) -> dict:
         def sample():
             while not stop.wait(1.0):
                 peak.append(tp.rss())
+
         threading.Thread(target=sample, daemon=True).start()
         rep = h.run_churn(ns, seconds=p["ingest"], unread_bp=10000)
         stop.set()
@@ -190,16 +217,23 @@ def ingest(p: dict, wd: Path) -> dict:
         drain_s = time.monotonic() - t_stop
         incs = h.read_incidents(st.outfile, ns.inode)
         st.outfile.unlink()
-    res = {"untraced_resets_per_s": base["conn_per_s"], "resets_per_s": rep["conn_per_s"],
-           "resets": rep["unread"], "TCPAbortOnClose": rep["counters"]["TcpExt.TCPAbortOnClose"],
-           "seconds": rep["elapsed_s"], "lost": st.lost, "received": st.received,
-           "events_per_s": round(st.received / rep["elapsed_s"]),
-           "tracer_cpu_pct": round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
-           "peak_rss_kb": max(peak), "stop_s": round(drain_s, 2), "returncode": st.returncode,
-           "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
-           "load": load.describe()}
-    log(f"ingest: {res['resets_per_s']:.0f} resets/s, lost {st.lost}, "
-        f"incidents exact: {res['incidents']['exact']}")
+    res = {
+        "untraced_resets_per_s": base["conn_per_s"],
+        "resets_per_s": rep["conn_per_s"],
+        "resets": rep["unread"],
+        "TCPAbortOnClose": rep["counters"]["TcpExt.TCPAbortOnClose"],
+        "seconds": rep["elapsed_s"],
+        "lost": st.lost,
+        "received": st.received,
+        "events_per_s": round(st.received / rep["elapsed_s"]),
+        "tracer_cpu_pct": round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
+        "peak_rss_kb": max(peak),
+        "stop_s": round(drain_s, 2),
+        "returncode": st.returncode,
+        "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
+        "load": load.describe(),
+    }
+    log(f"ingest: {res['resets_per_s']:.0f} resets/s, lost {st.lost}, incidents exact: {res['incidents']['exact']}")
     return res
 
 
@@ -220,20 +254,33 @@ def ceiling(p: dict, wd: Path) -> dict:
         incs = h.read_incidents(st.outfile)
         synthetic = [i for i in incs if (i.get("culprit") or {}).get("comm") == "synth"]
         st.outfile.unlink()
-        step = {"target_events_per_s": rate, "events": rep["events"],
-                "events_per_s": round(rep["events"] / rep["elapsed_s"]), "received": st.received,
-                "lost": st.lost, "incidents": len(synthetic), "incidents_expected": rep["incidents"],
-                "bytes_ok": all(i["bytes_discarded"] == 64 for i in synthetic),
-                "lost_warned": "lost so far" in st.stderr,
-                "accounted": st.received + st.lost >= rep["events"],
-                "tracer_cpu_pct": round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
-                "alive": alive, "returncode": st.returncode, "load": load.describe()}
+        step = {
+            "target_events_per_s": rate,
+            "events": rep["events"],
+            "events_per_s": round(rep["events"] / rep["elapsed_s"]),
+            "received": st.received,
+            "lost": st.lost,
+            "incidents": len(synthetic),
+            "incidents_expected": rep["incidents"],
+            "bytes_ok": all(i["bytes_discarded"] == 64 for i in synthetic),
+            "lost_warned": "lost so far" in st.stderr,
+            "accounted": st.received + st.lost >= rep["events"],
+            "tracer_cpu_pct": round(100 * (cpu1 - cpu0) / rep["elapsed_s"], 1),
+            "alive": alive,
+            "returncode": st.returncode,
+            "load": load.describe(),
+        }
         steps.append(step)
-        log(f"ceiling {rate}/s: sent {step['events_per_s']}/s, lost {st.lost}, "
-            f"incidents {len(synthetic)}/{rep['incidents']}, cpu {step['tracer_cpu_pct']}%")
+        log(
+            f"ceiling {rate}/s: sent {step['events_per_s']}/s, lost {st.lost}, "
+            f"incidents {len(synthetic)}/{rep['incidents']}, cpu {step['tracer_cpu_pct']}%"
+        )
     clean = [s for s in steps if s["lost"] == 0 and s["incidents"] == s["incidents_expected"]]
-    return {"groups_per_trigger": groups, "steps": steps,
-            "ceiling_events_per_s": max((s["events_per_s"] for s in clean), default=0)}
+    return {
+        "groups_per_trigger": groups,
+        "steps": steps,
+        "ceiling_events_per_s": max((s["events_per_s"] for s in clean), default=0),
+    }
 
 
 def memory(p: dict, wd: Path) -> dict:
@@ -250,6 +297,7 @@ def memory(p: dict, wd: Path) -> dict:
         def sample():
             while not stop.wait(p["memory_every"]):
                 samples.append((time.monotonic() - t0, tp.rss()))
+
         threading.Thread(target=sample, daemon=True).start()
         rep = h.run_churn(ns, seconds=p["memory"], unread_bp=10000, rate=1000)
         stop.set()
@@ -259,13 +307,20 @@ def memory(p: dict, wd: Path) -> dict:
         incs = h.read_incidents(st.outfile, ns.inode)
         st.outfile.unlink()
     kb = [s[1] for s in samples]
-    later = samples[len(samples) // 5:]  # past the warm-up
-    return {"seconds": rep["elapsed_s"], "incidents_per_s": rep["conn_per_s"], "samples": samples,
-            "start_kb": kb[0], "peak_kb": max(kb), "end_kb": kb[-1],
-            "slope_kb_per_min": round(slope(samples) * 60, 1),
-            "slope_after_warmup_kb_per_min": round(slope(later) * 60, 1),
-            "lost": st.lost, "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
-            "load": load.describe()}
+    later = samples[len(samples) // 5 :]  # past the warm-up
+    return {
+        "seconds": rep["elapsed_s"],
+        "incidents_per_s": rep["conn_per_s"],
+        "samples": samples,
+        "start_kb": kb[0],
+        "peak_kb": max(kb),
+        "end_kb": kb[-1],
+        "slope_kb_per_min": round(slope(samples) * 60, 1),
+        "slope_after_warmup_kb_per_min": round(slope(later) * 60, 1),
+        "lost": st.lost,
+        "incidents": h.check_incidents(incs, rep["unread"], 0, rep["counters"]["Tcp.OutRsts"]),
+        "load": load.describe(),
+    }
 
 
 def slope(samples: list[tuple[float, int]]) -> float:
@@ -305,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixes", default=",".join(MIXES), help="overhead: which reset mixes (0%%,10%%)")
     ap.add_argument("--memory-seconds", type=float, help="override the memory run's length")
     ap.add_argument("--service-seconds", type=float, help="override the service run's length (600)")
-    ap.add_argument("--out", type=Path, help="write the report here (default bench/RESULTS.md; "
-                                               "--quick writes bench/RESULTS-quick.md)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="write the report here (default bench/RESULTS.md; --quick writes bench/RESULTS-quick.md)",
+    )
     args = ap.parse_args(argv)
     parts = [x for x in args.only.split(",") if x]
     unknown = set(parts) - set(PARTS)
@@ -317,8 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
-    for key, val in (("seconds", args.seconds), ("rounds", args.rounds), ("memory", args.memory_seconds),
-                     ("service_s", args.service_seconds)):
+    for key, val in (
+        ("seconds", args.seconds),
+        ("rounds", args.rounds),
+        ("memory", args.memory_seconds),
+        ("service_s", args.service_seconds),
+    ):
         if val:
             p[key] = val
     p["tracers"] = tuple(t for t in args.tracers.split(",") if t)
@@ -330,8 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     h.build("churn")
     h.build("synth")
     wd = h.workdir()
-    results = {"profile": profile, "params": p, "machine": h.machine(),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "parts": {}}
+    results = {
+        "profile": profile,
+        "params": p,
+        "machine": h.machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "parts": {},
+    }
     total = h.LoadProbe().begin()
     results["background_before"] = h.other_load()
     t0 = time.monotonic()

@@ -49,8 +49,9 @@ def build(name: str) -> Path:
     if cc is None:
         raise BenchError("no C compiler: install gcc")
     tmp = CACHE / f".{name}.{os.getpid()}.tmp"
-    proc = subprocess.run([cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(src)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(src)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise BenchError(f"compiling {src} failed:\n{proc.stderr}")
@@ -70,9 +71,16 @@ def prepare_netns(ns: Netns) -> None:
     ns.run("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
 
 
-def run_churn(ns: Netns, *, seconds: float | None = None, count: int | None = None,
-              unread_bp: int = 0, linger_bp: int = 0, rate: float | None = None,
-              inflight: int = 32) -> dict:
+def run_churn(
+    ns: Netns,
+    *,
+    seconds: float | None = None,
+    count: int | None = None,
+    unread_bp: int = 0,
+    linger_bp: int = 0,
+    rate: float | None = None,
+    inflight: int = 32,
+) -> dict:
     """Run bench/churn.c inside ns to completion and return its report plus the netns counters."""
     argv = [str(build("churn")), "-u", str(unread_bp), "-l", str(linger_bp), "-c", str(inflight)]
     if seconds:
@@ -85,8 +93,10 @@ def run_churn(ns: Netns, *, seconds: float | None = None, count: int | None = No
     out = ns.run(*argv).stdout
     after = ns.counters()
     rep = json.loads(out)
-    rep["counters"] = {k: after.get(k, 0) - before.get(k, 0)
-                       for k in ("TcpExt.TCPAbortOnClose", "TcpExt.TCPAbortOnData", "Tcp.OutRsts")}
+    rep["counters"] = {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in ("TcpExt.TCPAbortOnClose", "TcpExt.TCPAbortOnData", "Tcp.OutRsts")
+    }
     return rep
 
 
@@ -115,7 +125,7 @@ def run_synth(groups: int, rate: float, seconds: float, netns: Netns | None = No
 def cpu_seconds(pid: int) -> float:
     """utime + stime of all of a process's threads so far."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -189,8 +199,7 @@ class TracerProc:
         deadline = t0 + START_TIMEOUT
         while not self._is_ready():
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.kind} exited early ({self.proc.returncode}): "
-                                 f"{self.err.read_text()[-2000:]}")
+                raise BenchError(f"{self.kind} exited early ({self.proc.returncode}): {self.err.read_text()[-2000:]}")
             if time.monotonic() > deadline:
                 self.proc.kill()
                 raise BenchError(f"{self.kind} not tracing after {START_TIMEOUT:.0f}s")
@@ -244,8 +253,7 @@ class TracerProc:
             m = re.search(r"events: (\d+) received, (\d+) lost", stderr)
             if not m:
                 raise BenchError(f"rsttrace printed no summary (exit {rc}): {stderr[-2000:]}")
-            return Stopped(rc, cpu, stderr, int(m.group(2)), int(m.group(1)), self.out,
-                           alive_until_stop=alive)
+            return Stopped(rc, cpu, stderr, int(m.group(2)), int(m.group(1)), self.out, alive_until_stop=alive)
         lost = sum(int(n) for n in re.findall(r"Possibly lost (\d+) samples", stderr))
         return Stopped(rc, cpu, stderr, lost, None, None, self._lines, alive)
 
@@ -267,7 +275,8 @@ def tcpstates_scaffold() -> Path:
     (inc / "net" / "sock.h").write_text(
         "/* bench: what tcpstates' tracepoint program uses from kernel headers. */\n"
         "#define TASK_COMM_LEN 16\n#define IPPROTO_TCP 6\n#define AF_INET 2\n#define AF_INET6 10\n"
-        "#define TCP_CLOSE 7\nstruct sock;\n")
+        "#define TCP_CLOSE 7\nstruct sock;\n"
+    )
     (inc / "linux" / "tcp.h").write_text("/* bench: see net/sock.h */\n")
     (inc / "uapi" / "linux" / "ptrace.h").write_text("/* bench: see net/sock.h */\n")
     src = Path("/usr/include/linux/if_ether.h")  # bcc's proto.h wants it (linux-libc-dev)
@@ -284,9 +293,10 @@ def ensure_tcpstates() -> None:
         return
     print("bench: installing bpfcc-tools (tcpstates)", file=sys.stderr)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq",
-                 "--no-install-recommends", "bpfcc-tools"]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "--no-install-recommends", "bpfcc-tools"],
+    ):
         if subprocess.run(cmd, env=env).returncode != 0:
             raise BenchError(f"{' '.join(cmd)} failed")
     if not TCPSTATES.exists():
@@ -320,16 +330,29 @@ def check_incidents(incs: list[dict], unread: int, linger0: int, out_rsts: int |
     aoc = [i for i in incs if i["kind"] == "abort-on-close"]
     made = [i for i in incs if i["kind"] in ("abort-on-close", "linger-zero")]
     bad_bytes = sum(1 for i in aoc if i["bytes_discarded"] != 64)
-    victims_reset = sum(1 for i in made if i.get("victim") and any(
-        e["errno"] == "ECONNRESET" and e["call"] == "read" for e in i["victim"]["errors"]))
+    victims_reset = sum(
+        1
+        for i in made
+        if i.get("victim") and any(e["errno"] == "ECONNRESET" and e["call"] == "read" for e in i["victim"]["errors"])
+    )
     stray = len(incs) - len(made)
     extra_rsts = max((out_rsts if out_rsts is not None else unread + linger0) - unread - linger0, 0)
-    ok = (kinds.get("abort-on-close", 0) == unread and kinds.get("linger-zero", 0) == linger0
-          and bad_bytes == 0 and victims_reset == len(made)
-          and (stray == 0 if not extra_rsts else 0 < stray <= 2 * extra_rsts))
-    return {"kinds": kinds, "expected": {"abort-on-close": unread, "linger-zero": linger0},
-            "bytes_not_64": bad_bytes, "victims_read_econnreset": victims_reset,
-            "other_incidents": stray, "kernel_rsts_not_asked_for": extra_rsts, "exact": ok}
+    ok = (
+        kinds.get("abort-on-close", 0) == unread
+        and kinds.get("linger-zero", 0) == linger0
+        and bad_bytes == 0
+        and victims_reset == len(made)
+        and (stray == 0 if not extra_rsts else 0 < stray <= 2 * extra_rsts)
+    )
+    return {
+        "kinds": kinds,
+        "expected": {"abort-on-close": unread, "linger-zero": linger0},
+        "bytes_not_64": bad_bytes,
+        "victims_read_econnreset": victims_reset,
+        "other_incidents": stray,
+        "kernel_rsts_not_asked_for": extra_rsts,
+        "exact": ok,
+    }
 
 
 # -- the machine -------------------------------------------------------------------------
@@ -366,14 +389,17 @@ class LoadProbe:
         return self
 
     def describe(self) -> dict:
-        return {"loadavg_before": self.loadavg_before, "loadavg_after": self.loadavg_after,
-                "steal_pct": round(self.steal_pct, 2), "busy_pct": round(self.busy_pct, 1)}
+        return {
+            "loadavg_before": self.loadavg_before,
+            "loadavg_after": self.loadavg_after,
+            "steal_pct": round(self.steal_pct, 2),
+            "busy_pct": round(self.busy_pct, 1),
+        }
 
 
 def other_load() -> list[str]:
     """The busiest processes that are not ours, to name the background load in the results."""
-    proc = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
     return [" ".join(line.split()) for line in proc.stdout.splitlines()[:5]]
 
 
@@ -384,16 +410,27 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    virt = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip() \
-        if shutil.which("systemd-detect-virt") else "unknown"
+    virt = (
+        subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip()
+        if shutil.which("systemd-detect-virt")
+        else "unknown"
+    )
     try:
         import bcc
+
         bcc_version = getattr(bcc, "__version__", "?")
     except ImportError:
         bcc_version = "missing"
-    return {"kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(), "mem_gb": round(mem_kb / 2**20, 1),
-            "virt": virt or "none", "python": platform.python_version(), "bcc": bcc_version,
-            "host": platform.node()}
+    return {
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "mem_gb": round(mem_kb / 2**20, 1),
+        "virt": virt or "none",
+        "python": platform.python_version(),
+        "bcc": bcc_version,
+        "host": platform.node(),
+    }
 
 
 def workdir() -> Path:
@@ -408,6 +445,7 @@ _libbpf = None
 def _prog_name(prog_id: int) -> str:
     """The name of a loaded BPF program (bpf_prog_info.name, via libbpf)."""
     import ctypes
+
     global _libbpf
     if _libbpf is None:
         _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)

@@ -24,8 +24,7 @@ def write_report(r: dict, path: Path) -> None:
         f"Load during the whole run: loadavg {r['load']['loadavg_before']} before, "
         f"{r['load']['loadavg_after']} after; CPU steal {r['load']['steal_pct']}%; "
         f"machine busy {r['load']['busy_pct']}% of all CPUs.",
-        f"Busiest processes before: {'; '.join(r['background_before'])}. "
-        f"After: {'; '.join(r['background_after'])}.",
+        f"Busiest processes before: {'; '.join(r['background_before'])}. After: {'; '.join(r['background_after'])}.",
         "",
     ]
     parts = r["parts"]
@@ -57,12 +56,16 @@ def write_report(r: dict, path: Path) -> None:
                     f"{'–' if t == 'none' else str(row.get('overhead_pct')) + '%'} | "
                     f"{'–' if t == 'none' else str(row['cpu_pct_median']) + '%'} | "
                     f"{'–' if t == 'none' else row['lost_total']} | "
-                    f"{'yes' if row.get('incidents_exact') else ('–' if t != 'rsttrace' else 'NO')} |")
+                    f"{'yes' if row.get('incidents_exact') else ('–' if t != 'rsttrace' else 'NO')} |"
+                )
         lines.append("")
         if any("rsttrace-kernel" in res["summary"] for res in parts["overhead"].values()):
-            lines += ["`rsttrace-kernel` is rsttrace whose consumer takes each record from the ring and "
-                      "drops it (`RSTTRACE_BENCH_DISCARD=1`): the kernel side's cost, without decoding, "
-                      "correlation and output.", ""]
+            lines += [
+                "`rsttrace-kernel` is rsttrace whose consumer takes each record from the ring and "
+                "drops it (`RSTTRACE_BENCH_DISCARD=1`): the kernel side's cost, without decoding, "
+                "correlation and output.",
+                "",
+            ]
         for mix, res in parts["overhead"].items():
             s = res["summary"]
             if "rsttrace" not in s or "none" not in s:
@@ -78,17 +81,21 @@ def write_report(r: dict, path: Path) -> None:
             if "tcpstates" not in s:
                 versus = ""
             elif ratio is None:
-                versus = (f"; tcpstates overhead {s['tcpstates']['overhead_pct']}% (rsttrace's overhead "
-                          "is at or below zero: within noise)")
+                versus = (
+                    f"; tcpstates overhead {s['tcpstates']['overhead_pct']}% (rsttrace's overhead "
+                    "is at or below zero: within noise)"
+                )
             else:
-                versus = (f"; tcpstates overhead {s['tcpstates']['overhead_pct']}%, {ratio}x rsttrace's "
-                          f"(target at least 10x: {'met' if ratio >= 10 else 'MISSED'})")
+                versus = (
+                    f"; tcpstates overhead {s['tcpstates']['overhead_pct']}%, {ratio}x rsttrace's "
+                    f"(target at least 10x: {'met' if ratio >= 10 else 'MISSED'})"
+                )
             lines.append(
                 f"- {mix} resets: rsttrace overhead {ro}% (target at most {TARGETS[mix]}%: "
                 f"{verdict}), lost {s['rsttrace']['lost_total']} "
                 f"(target 0: {'met' if s['rsttrace']['lost_total'] == 0 else 'MISSED'}){versus}"
-                + (f"; kernel side alone {s['rsttrace-kernel']['overhead_pct']}%" if "rsttrace-kernel" in s
-                   else ""))
+                + (f"; kernel side alone {s['rsttrace-kernel']['overhead_pct']}%" if "rsttrace-kernel" in s else "")
+            )
         lines += ["", "Per run (conn/s, in run order):", ""]
         for mix, res in parts["overhead"].items():
             seq = ", ".join(f"{x['tracer']} {_n(x['conn_per_s'])}" for x in res["runs"])
@@ -111,12 +118,18 @@ def write_report(r: dict, path: Path) -> None:
             lines.append(f"| {mix} | **total** | | | **{b['ns_per_conn']}** |")
         lines.append("")
         if any("closers_ns_per_conn" in b for b in parts["bpfcost"].values()):
-            lines.append("Remembering who closed each connection (the closers cache that names the closer of a "
-                         "write-after-close; budget 300 ns per connection), from the same build without it "
-                         "run right after: " + ", ".join(
-                             f"{mix} {b['closers_ns_per_conn']} ns/conn ({b['ns_per_conn']} vs "
-                             f"{b['without_closers_ns_per_conn']})"
-                             for mix, b in parts["bpfcost"].items() if "closers_ns_per_conn" in b) + ".")
+            lines.append(
+                "Remembering who closed each connection (the closers cache that names the closer of a "
+                "write-after-close; budget 300 ns per connection), from the same build without it "
+                "run right after: "
+                + ", ".join(
+                    f"{mix} {b['closers_ns_per_conn']} ns/conn ({b['ns_per_conn']} vs "
+                    f"{b['without_closers_ns_per_conn']})"
+                    for mix, b in parts["bpfcost"].items()
+                    if "closers_ns_per_conn" in b
+                )
+                + "."
+            )
             lines.append("")
     if "ingest" in parts:
         g = parts["ingest"]
@@ -164,9 +177,14 @@ def write_report(r: dict, path: Path) -> None:
                 f"| {_n(s['target_events_per_s'])} | {_n(s['events_per_s'])} | {_n(s['received'])} | "
                 f"{_n(s['lost'])} | {_n(s['incidents'])} / {_n(s['incidents_expected'])} | "
                 f"{'yes' if s['lost_warned'] else ('–' if not s['lost'] else 'NO')} | {s['tracer_cpu_pct']}% | "
-                f"{'yes' if s['alive'] else 'NO'}, {s['returncode']} |")
-        lines += ["", f"Highest clean step (0 lost, every incident): {_n(c['ceiling_events_per_s'])} events/s "
-                  "(target: above 100,000).", ""]
+                f"{'yes' if s['alive'] else 'NO'}, {s['returncode']} |"
+            )
+        lines += [
+            "",
+            f"Highest clean step (0 lost, every incident): {_n(c['ceiling_events_per_s'])} events/s "
+            "(target: above 100,000).",
+            "",
+        ]
     if "memory" in parts:
         mm = parts["memory"]
         lines += [

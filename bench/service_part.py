@@ -125,9 +125,24 @@ def service(p: dict, wd: Path) -> dict:
     d = wd / "service"
     ready = wd / "service.ready"
     err = wd / "service.err"
-    argv = [sys.executable, "-m", "tracer.service_cli", "service", "--dir", str(d), "--ready-file", str(ready),
-            "--max-file-size", str(file_size), "--max-total-size", str(cap), "--max-age", "60",
-            "--metrics", f"127.0.0.1:{port}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tracer.service_cli",
+        "service",
+        "--dir",
+        str(d),
+        "--ready-file",
+        str(ready),
+        "--max-file-size",
+        str(file_size),
+        "--max-total-size",
+        str(cap),
+        "--max-age",
+        "60",
+        "--metrics",
+        f"127.0.0.1:{port}",
+    ]
     with h.churn_netns() as ns:
         h.prepare_netns(ns)
         # Only the churn's namespace: the counts must be exact on a machine others use too
@@ -148,8 +163,11 @@ def service(p: dict, wd: Path) -> dict:
         rss = [(0.0, h.rss_kb(proc.pid))]
         time.sleep(idle_s)  # measuring an idle stretch, not waiting for an effect
         c1 = h.cpu_seconds(proc.pid)
-        idle = {"seconds": round(time.monotonic() - t0, 1), "cpu_pct": round(100 * (c1 - c0) / idle_s, 2),
-                "rss_kb": h.rss_kb(proc.pid)}
+        idle = {
+            "seconds": round(time.monotonic() - t0, 1),
+            "cpu_pct": round(100 * (c1 - c0) / idle_s, 2),
+            "rss_kb": h.rss_kb(proc.pid),
+        }
         h_log(f"service idle: cpu {idle['cpu_pct']}%, rss {idle['rss_kb']} KB")
         stop = threading.Event()
         t1 = time.monotonic()
@@ -157,6 +175,7 @@ def service(p: dict, wd: Path) -> dict:
         def sample():
             while not stop.wait(p["memory_every"]):
                 rss.append((time.monotonic() - t1, h.rss_kb(proc.pid)))
+
         threading.Thread(target=sample, daemon=True).start()
         load = h.LoadProbe().begin()
         c2 = h.cpu_seconds(proc.pid)
@@ -165,9 +184,13 @@ def service(p: dict, wd: Path) -> dict:
         load.end()
         stop.set()
         rss.append((time.monotonic() - t1, h.rss_kb(proc.pid)))
-        busy = {"seconds": rep["elapsed_s"], "conn_per_s": rep["conn_per_s"],
-                "resets_per_s": round((rep["unread"] + rep["linger0"]) / rep["elapsed_s"], 1),
-                "cpu_pct": round(100 * (c3 - c2) / rep["elapsed_s"], 2), "load": load.describe()}
+        busy = {
+            "seconds": rep["elapsed_s"],
+            "conn_per_s": rep["conn_per_s"],
+            "resets_per_s": round((rep["unread"] + rep["linger0"]) / rep["elapsed_s"], 1),
+            "cpu_pct": round(100 * (c3 - c2) / rep["elapsed_s"], 2),
+            "load": load.describe(),
+        }
         # Settled: the metrics stop moving (every incident reported).
         last, still = -1, 0
         deadline = time.monotonic() + 60
@@ -180,45 +203,68 @@ def service(p: dict, wd: Path) -> dict:
         watch.stop()
         watch.sweep()
         before_stop = sum(watch.counted.values()) + sum(
-            (watch.keep / n).read_bytes().count(INCIDENT) for n in watch.linked - set(watch.counted))
+            (watch.keep / n).read_bytes().count(INCIDENT) for n in watch.linked - set(watch.counted)
+        )
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
         watch.sweep(final=True)
     files = sorted(d.glob("rsttrace-*.jsonl"))
     summary = json.loads(files[-1].read_bytes().splitlines()[-1])
     kb = [s[1] for s in rss]
-    later = rss[len(rss) // 5:]
+    later = rss[len(rss) // 5 :]
     from .__main__ import slope
 
     res = {
-        "seconds": seconds, "rate": p["service_rate"], "file_size": file_size, "cap": cap,
-        "idle": idle, "busy": busy,
-        "rss_start_kb": kb[0], "rss_peak_kb": max(kb), "rss_end_kb": kb[-1],
+        "seconds": seconds,
+        "rate": p["service_rate"],
+        "file_size": file_size,
+        "cap": cap,
+        "idle": idle,
+        "busy": busy,
+        "rss_start_kb": kb[0],
+        "rss_peak_kb": max(kb),
+        "rss_end_kb": kb[-1],
         "rss_slope_after_warmup_kb_per_min": round(slope(later) * 60, 1),
-        "files_seen": len(watch.counted), "files_left": len(files), "max_dir_bytes": watch.max_total,
-        "files_missed": _gaps(watch.counted), "rss_samples": rss,
-        "incidents_metrics": _incidents(metrics), "incidents_files": before_stop,
-        "incidents_summary": summary.get("incidents"), "lost": summary.get("stats", {}).get("lost"),
+        "files_seen": len(watch.counted),
+        "files_left": len(files),
+        "max_dir_bytes": watch.max_total,
+        "files_missed": _gaps(watch.counted),
+        "rss_samples": rss,
+        "incidents_metrics": _incidents(metrics),
+        "incidents_files": before_stop,
+        "incidents_summary": summary.get("incidents"),
+        "lost": summary.get("stats", {}).get("lost"),
         "metric_lost": metrics.get("rsttrace_events_lost_total"),
         "sigpipe_deaths": metrics.get("rsttrace_sigpipe_deaths_total"),
-        "kinds": {k.split("=", 1)[1].rstrip("}"): int(v) for k, v in metrics.items()
-                  if k.startswith("rsttrace_incidents_total{")},
-        "returncode": rc, "churn": {k: rep[k] for k in ("connections", "unread", "linger0")},
+        "kinds": {
+            k.split("=", 1)[1].rstrip("}"): int(v)
+            for k, v in metrics.items()
+            if k.startswith("rsttrace_incidents_total{")
+        },
+        "returncode": rc,
+        "churn": {k: rep[k] for k in ("connections", "unread", "linger0")},
     }
     # Flat memory: judged on runs long enough to have a warm-up behind them (the full 600 s).
-    res["memory_flat"] = (res["rss_slope_after_warmup_kb_per_min"] <= FLAT_KB_PER_MIN
-                          if seconds >= 120 else None)
-    res["kinds_exact"] = (res["kinds"].get("abort-on-close", 0) == rep["unread"]
-                          and res["kinds"].get("linger-zero", 0) == rep["linger0"])
-    res["ok"] = (res["max_dir_bytes"] <= cap and res["files_missed"] == 0 and res["lost"] == 0
-                 and res["kinds_exact"]
-                 and res["incidents_metrics"] == res["incidents_files"] == res["incidents_summary"]
-                 and rc == 0 and res["memory_flat"] is not False)
-    h_log(f"service: {busy['resets_per_s']} resets/s for {seconds} s, cpu {busy['cpu_pct']}%, rss "
-          f"{res['rss_start_kb']}->{res['rss_end_kb']} KB (slope {res['rss_slope_after_warmup_kb_per_min']} "
-          f"KB/min), dir max {watch.max_total} B (cap {cap}), incidents metrics {res['incidents_metrics']} "
-          f"files {res['incidents_files']} summary {res['incidents_summary']}, lost {res['lost']}: "
-          f"{'ok' if res['ok'] else 'NOT OK'}")
+    res["memory_flat"] = res["rss_slope_after_warmup_kb_per_min"] <= FLAT_KB_PER_MIN if seconds >= 120 else None
+    res["kinds_exact"] = (
+        res["kinds"].get("abort-on-close", 0) == rep["unread"] and res["kinds"].get("linger-zero", 0) == rep["linger0"]
+    )
+    res["ok"] = (
+        res["max_dir_bytes"] <= cap
+        and res["files_missed"] == 0
+        and res["lost"] == 0
+        and res["kinds_exact"]
+        and res["incidents_metrics"] == res["incidents_files"] == res["incidents_summary"]
+        and rc == 0
+        and res["memory_flat"] is not False
+    )
+    h_log(
+        f"service: {busy['resets_per_s']} resets/s for {seconds} s, cpu {busy['cpu_pct']}%, rss "
+        f"{res['rss_start_kb']}->{res['rss_end_kb']} KB (slope {res['rss_slope_after_warmup_kb_per_min']} "
+        f"KB/min), dir max {watch.max_total} B (cap {cap}), incidents metrics {res['incidents_metrics']} "
+        f"files {res['incidents_files']} summary {res['incidents_summary']}, lost {res['lost']}: "
+        f"{'ok' if res['ok'] else 'NOT OK'}"
+    )
     return res
 
 
@@ -241,7 +287,8 @@ def report_lines(s: dict) -> list[str]:
         f"exact counts on a shared machine) `--max-file-size {s['file_size']} --max-total-size {s['cap']} "
         f"--metrics`.",
         "",
-        "| | value |", "|---|---|",
+        "| | value |",
+        "|---|---|",
         f"| CPU idle (before the churn, {s['idle']['seconds']} s) | {s['idle']['cpu_pct']}% of one CPU |",
         f"| RSS idle | {s['idle']['rss_kb']} KB |",
         f"| CPU under the churn | {s['busy']['cpu_pct']}% of one CPU |",

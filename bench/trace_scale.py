@@ -57,9 +57,15 @@ def synthesise(path: Path, n_events: int, period_ns: int = 1_000_000) -> tuple[i
             unread = 100 + (i * 37) % 5000
             lines = []
             for e in events[: n_events - n_ev]:
-                e = dict(e, ts_ns=e["ts_ns"] + t, pid=pids.get(e["pid"], e["pid"]),
-                         tid=pids.get(e["tid"], e["tid"]), comm=comms.get(e["comm"], e["comm"]),
-                         lport=ports.get(e["lport"], e["lport"]), rport=ports.get(e["rport"], e["rport"]))
+                e = dict(
+                    e,
+                    ts_ns=e["ts_ns"] + t,
+                    pid=pids.get(e["pid"], e["pid"]),
+                    tid=pids.get(e["tid"], e["tid"]),
+                    comm=comms.get(e["comm"], e["comm"]),
+                    lport=ports.get(e["lport"], e["lport"]),
+                    rport=ports.get(e["rport"], e["rport"]),
+                )
                 if e["kind"] == "close" and e["bytes"]:
                     e["bytes"] = unread
                 lines.append(json.dumps(e, separators=(",", ":")))
@@ -84,8 +90,10 @@ def synthesise(path: Path, n_events: int, period_ns: int = 1_000_000) -> tuple[i
                 n_inc += 1
             f.write("\n".join(lines) + "\n")
             i += 1
-        f.write(json.dumps({"type": "summary", "stats": {"emitted": n_ev, "lost": 0, "filtered": 0},
-                            "incidents": n_inc}) + "\n")
+        f.write(
+            json.dumps({"type": "summary", "stats": {"emitted": n_ev, "lost": 0, "filtered": 0}, "incidents": n_inc})
+            + "\n"
+        )
     return n_ev, n_inc
 
 
@@ -111,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     trace = work / "big.jsonl"
     t0 = time.perf_counter()
     n_ev, n_inc = synthesise(trace, args.events)
-    res = {"events": n_ev, "incidents": n_inc, "bytes": trace.stat().st_size,
-           "synthesise_s": time.perf_counter() - t0}
+    res = {"events": n_ev, "incidents": n_inc, "bytes": trace.stat().st_size, "synthesise_s": time.perf_counter() - t0}
     cli = [sys.executable, "-m", "tracer"]
     # Separate processes: each time includes start-up and imports, as a user would see it.
     runs = {
@@ -131,8 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
         t = tracer.load(src)
         res[name + "_s"], res[name + "_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         if (len(t.events), len(t.incidents)) != (n_ev, n_inc):
-            raise SystemExit(f"{src}: loaded {len(t.events)} events, {len(t.incidents)} incidents; "
-                             f"wrote {n_ev}, {n_inc}")
+            raise SystemExit(
+                f"{src}: loaded {len(t.events)} events, {len(t.incidents)} incidents; wrote {n_ev}, {n_inc}"
+            )
     if args.json:
         print(json.dumps(res))
     else:

@@ -61,29 +61,29 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
-#define RD(base, off, type) ({						\
-	type __v = 0;							\
-	bpf_probe_read_kernel(&__v, sizeof(__v), (void *)((u64)(base) + (off))); \
-	__v;								\
-})
+#define RD(base, off, type)                                                              \
+	({                                                                               \
+		type __v = 0;                                                            \
+		bpf_probe_read_kernel(&__v, sizeof(__v), (void *)((u64)(base) + (off))); \
+		__v;                                                                     \
+	})
 
 /* A field that may be a bitfield or narrower than 32 bits: read the aligned
  * 32-bit word that holds it and extract (little-endian layout). */
-#define RD_FIELD(base, NAME)						\
-	((RD(base, OFF_##NAME, u32) >> SHIFT_##NAME) & MASK_##NAME)
+#define RD_FIELD(base, NAME) ((RD(base, OFF_##NAME, u32) >> SHIFT_##NAME) & MASK_##NAME)
 
-#define RST_IPPROTO_TCP		6
-#define RST_SOCK_STREAM		1
-#define RST_SIGPIPE		13
-#define RST_EPIPE		32
-#define RST_ECONNRESET		104
-#define RST_ECONNREFUSED	111
-#define RST_PF_EXITING		0x00000004
-#define RST_PF_KTHREAD		0x00200000
+#define RST_IPPROTO_TCP	 6
+#define RST_SOCK_STREAM	 1
+#define RST_SIGPIPE	 13
+#define RST_EPIPE	 32
+#define RST_ECONNRESET	 104
+#define RST_ECONNREFUSED 111
+#define RST_PF_EXITING	 0x00000004
+#define RST_PF_KTHREAD	 0x00200000
 
 /* One access the compiler may neither split, merge nor move past another. */
-#define WRITE_ONCE_U64(x, v)	(*(volatile u64 *)&(x) = (v))
-#define READ_ONCE_U64(x)	(*(volatile u64 *)&(x))
+#define WRITE_ONCE_U64(x, v) (*(volatile u64 *)&(x) = (v))
+#define READ_ONCE_U64(x)     (*(volatile u64 *)&(x))
 
 static __always_inline u16 rst_ntohs(u16 v)
 {

@@ -33,8 +33,11 @@ def container_of(path: str | None) -> dict | None:
         m = pattern.search(path)
         if m:
             pod = _POD.search(path)
-            return {"id": m.group("id"), "runtime": runtime,
-                    "pod_uid": pod.group("uid").replace("_", "-") if pod else None}
+            return {
+                "id": m.group("id"),
+                "runtime": runtime,
+                "pod_uid": pod.group("uid").replace("_", "-") if pod else None,
+            }
     return None
 
 
@@ -99,8 +102,13 @@ def describe(cgid: int, path: str | None) -> dict | None:
     if not cgid:
         return None
     c = container_of(path)
-    return {"id": cgid, "path": path, "container": c["id"] if c else None,
-            "runtime": c["runtime"] if c else None, "pod_uid": c["pod_uid"] if c else None}
+    return {
+        "id": cgid,
+        "path": path,
+        "container": c["id"] if c else None,
+        "runtime": c["runtime"] if c else None,
+        "pod_uid": c["pod_uid"] if c else None,
+    }
 
 
 # What the BPF side reads for a task's cgroup: task -> css_set -> the cgroup (v2: dfl_cgrp; v1:

@@ -112,7 +112,8 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     sinks = Sinks()
     sinks.on_incident = out.incident
     sinks.on_lost = lambda total: term.note(
-        f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete")
+        f"rsttrace: {total} event(s) lost so far (ring buffer full); incidents may be incomplete"
+    )
     sinks.on_record = out.record
     sinks.on_note = term.note
     sinks.on_flush = out.flush
@@ -121,8 +122,9 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
     session.start()
     try:
         if cfg.output:
-            out.writer = TraceWriter(cfg.output, header(session.plan.describe(), cfg.filters.describe(),
-                                                        session.wall_offset_ns))
+            out.writer = TraceWriter(
+                cfg.output, header(session.plan.describe(), cfg.filters.describe(), session.wall_offset_ns)
+            )
             sinks.on_event = out.event
         term.note(BANNER.format(plan=session.plan.name))
         if scenario is not None:
@@ -136,6 +138,7 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
                     result["error"] = e
                 finally:
                     done.set()
+
             threading.Thread(target=work, daemon=True).start()
             session.run(until=lambda: session.exiting or (done.is_set() and not session.correlator.open))
             session.scenario_result = result
@@ -162,32 +165,71 @@ def _run_session(cfg: Config, term, scenario=None) -> "Session":  # noqa: F821
 def _trace_options(f):
     """The options of live tracing, shared by `rsttrace` itself and `rsttrace record`."""
     options = [
-        click.option("-p", "--pid", "pids", multiple=True,
-                     help="Only incidents where this process is culprit or victim (up to 1024)."),
+        click.option(
+            "-p",
+            "--pid",
+            "pids",
+            multiple=True,
+            help="Only incidents where this process is culprit or victim (up to 1024).",
+        ),
         click.option("-c", "--comm", help="Only incidents where a process with this name is culprit or victim."),
-        click.option("-P", "--port", "ports", multiple=True,
-                     help="Only connections with this local or remote port (up to 1024)."),
+        click.option(
+            "-P", "--port", "ports", multiple=True, help="Only connections with this local or remote port (up to 1024)."
+        ),
         click.option("--netns", help="Only sockets in this network namespace (inode, /run/netns name, or path)."),
-        click.option("--cgroup", "cgroups", multiple=True,
-                     help="Only incidents with a side in this cgroup or below it (path in the hierarchy)."),
-        click.option("--container", "containers", multiple=True,
-                     help="Only incidents with a side in this container (id, at least 12 hex digits)."),
+        click.option(
+            "--cgroup",
+            "cgroups",
+            multiple=True,
+            help="Only incidents with a side in this cgroup or below it (path in the hierarchy).",
+        ),
+        click.option(
+            "--container",
+            "containers",
+            multiple=True,
+            help="Only incidents with a side in this container (id, at least 12 hex digits).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout."),
         click.option("-w", "--wide", is_flag=True, help="Do not fold long lines on a terminal."),
-        click.option("--settle", default=1.0, show_default=True, type=FiniteFloat(0.05, 60),
-                     help="Seconds of quiet after which an incident is reported."),
-        click.option("--duration", type=FiniteFloat(0, 365 * 86400, lo_open=True),
-                     help="Stop after this many seconds (> 0)."),
-        click.option("--plan", "force_plan", type=click.Choice(["auto", "kprobe", "tracepoint"]),
-                     default="auto", show_default=True,
-                     help="Attach plan: auto (kprobes when the kernel allows them), or force one."),
-        click.option("--close-wait", "close_wait", default=30.0, show_default=True,
-                     type=FiniteFloat(0, 86400),
-                     help="Report sockets left in CLOSE_WAIT this many seconds (0: off)."),
-        click.option("--close-wait-every", default=60.0, show_default=True, type=FiniteFloat(0.1, 86400),
-                     help="Seconds between per-process counts of overdue CLOSE_WAIT sockets."),
-        click.option("--buffer", type=click.Choice(["auto", "perf"]), default="auto",
-                     help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer."),
+        click.option(
+            "--settle",
+            default=1.0,
+            show_default=True,
+            type=FiniteFloat(0.05, 60),
+            help="Seconds of quiet after which an incident is reported.",
+        ),
+        click.option(
+            "--duration", type=FiniteFloat(0, 365 * 86400, lo_open=True), help="Stop after this many seconds (> 0)."
+        ),
+        click.option(
+            "--plan",
+            "force_plan",
+            type=click.Choice(["auto", "kprobe", "tracepoint"]),
+            default="auto",
+            show_default=True,
+            help="Attach plan: auto (kprobes when the kernel allows them), or force one.",
+        ),
+        click.option(
+            "--close-wait",
+            "close_wait",
+            default=30.0,
+            show_default=True,
+            type=FiniteFloat(0, 86400),
+            help="Report sockets left in CLOSE_WAIT this many seconds (0: off).",
+        ),
+        click.option(
+            "--close-wait-every",
+            default=60.0,
+            show_default=True,
+            type=FiniteFloat(0.1, 86400),
+            help="Seconds between per-process counts of overdue CLOSE_WAIT sockets.",
+        ),
+        click.option(
+            "--buffer",
+            type=click.Choice(["auto", "perf"]),
+            default="auto",
+            help="Event transport: ring buffer where the kernel has it (auto), or the perf buffer.",
+        ),
         click.option("--ready-file", type=click.Path(path_type=Path), hidden=True),
     ]
     for option in reversed(options):
@@ -195,16 +237,43 @@ def _trace_options(f):
     return f
 
 
-def live_config(output, quiet, pids, comm, ports, netns, as_json, wide, settle, duration, force_plan,
-                close_wait, close_wait_every, buffer, ready_file, cgroups=(), containers=()) -> Config:
+def live_config(
+    output,
+    quiet,
+    pids,
+    comm,
+    ports,
+    netns,
+    as_json,
+    wide,
+    settle,
+    duration,
+    force_plan,
+    close_wait,
+    close_wait_every,
+    buffer,
+    ready_file,
+    cgroups=(),
+    containers=(),
+) -> Config:
     """The validated Config of a live run (no root needed to check it; nothing is loaded)."""
     filters = build_filters(pids, comm, ports, netns, cgroups, containers)
     if output is not None:
         check_output(output)
-    return Config(filters=filters, settle_s=settle, json=as_json, output=output, wide=wide,
-                  ready_file=ready_file, duration=duration, quiet=quiet,
-                  force_plan=None if force_plan == "auto" else force_plan,
-                  close_wait_s=close_wait, close_wait_every_s=close_wait_every, buffer=buffer)
+    return Config(
+        filters=filters,
+        settle_s=settle,
+        json=as_json,
+        output=output,
+        wide=wide,
+        ready_file=ready_file,
+        duration=duration,
+        quiet=quiet,
+        force_plan=None if force_plan == "auto" else force_plan,
+        close_wait_s=close_wait,
+        close_wait_every_s=close_wait_every,
+        buffer=buffer,
+    )
 
 
 def _btf_path() -> Path:
@@ -224,8 +293,12 @@ def _trace_live(output, quiet, **opts) -> None:
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @_trace_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write events and incidents as JSON Lines to FILE (created 0600).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write events and incidents as JSON Lines to FILE (created 0600).",
+)
 @click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error (also RSTTRACE_DEBUG=1).")
 @click.version_option(_version(), "-V", "--version", prog_name="rsttrace", message="%(prog)s %(version)s")
 @click.pass_context
@@ -257,15 +330,17 @@ def record(file, quiet, **opts):
     _trace_live(file, quiet, **opts)
 
 
-_STRICT = click.option("--strict", is_flag=True,
-                       help="Stop at the first bad line or file (default: skip it with a warning).")
+_STRICT = click.option(
+    "--strict", is_flag=True, help="Stop at the first bad line or file (default: skip it with a warning)."
+)
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: summary and incidents.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(0, None),
-              help="Show the last N incidents (0: all).")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(0, None), help="Show the last N incidents (0: all)."
+)
 @_STRICT
 @click.pass_context
 def report(ctx, files, as_json, limit, strict):
@@ -289,8 +364,13 @@ def report(ctx, files, as_json, limit, strict):
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--to", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("-o", "--output", "prefix", type=click.Path(path_type=Path),
-              help="Write PREFIX.events.FMT and PREFIX.incidents.FMT (default: next to the first file).")
+@click.option(
+    "-o",
+    "--output",
+    "prefix",
+    type=click.Path(path_type=Path),
+    help="Write PREFIX.events.FMT and PREFIX.incidents.FMT (default: next to the first file).",
+)
 @_STRICT
 @click.pass_context
 def export(ctx, files, fmt, prefix, strict):
@@ -306,8 +386,7 @@ def export(ctx, files, fmt, prefix, strict):
         first = files[0]
         stem = first.name.removesuffix(".jsonl").removesuffix(".events.parquet").removesuffix(".incidents.parquet")
         prefix = first.with_name(stem) if not first.is_dir() else first / "trace"
-    inputs = list(trace.files) + [frame._parquet_pair(f)[1] for f in trace.files
-                                  if str(f).endswith(".events.parquet")]
+    inputs = list(trace.files) + [frame._parquet_pair(f)[1] for f in trace.files if str(f).endswith(".events.parquet")]
     for name in ("events", "incidents"):
         check_output(Path(f"{prefix}.{name}.{fmt}"), inputs)
     term.lines(str(path) for path in frame.export(trace, prefix, fmt))
@@ -315,10 +394,19 @@ def export(ctx, files, fmt, prefix, strict):
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the merged trace (events of all inputs, joined incidents) to FILE (created 0600).")
-@click.option("--tolerance", default=2.0, show_default=True, type=FiniteFloat(0, 3600),
-              help="Seconds the hosts' clocks may differ by (plus the RST's flight time).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the merged trace (events of all inputs, joined incidents) to FILE (created 0600).",
+)
+@click.option(
+    "--tolerance",
+    default=2.0,
+    show_default=True,
+    type=FiniteFloat(0, 3600),
+    help="Seconds the hosts' clocks may differ by (plus the RST's flight time).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
 @_STRICT
 @click.pass_context
@@ -346,22 +434,24 @@ def merge(ctx, files, output, tolerance, as_json, strict):
             continue
         row = flatten_incident(inc)
         row["host"] = hosts[inc["src"]]
-        row["victim_host"] = hosts[inc["victim"]["src"]] if inc.get("victim") and "src" in inc["victim"] \
-            else row["host"]
+        row["victim_host"] = (
+            hosts[inc["victim"]["src"]] if inc.get("victim") and "src" in inc["victim"] else row["host"]
+        )
         row["wall_ns"] = inc["timestamps"]["first_ns"] + sources[inc["src"]]["wall_offset_ns"]
         term.lines([rep.incident_line(row)])
     term.flush()
-    term.note(f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
-              f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
-              f"{stats['unmatched_senders']} sender(s) without victim, "
-              f"{stats['unmatched_receivers']} victim(s) without sender")
+    term.note(
+        f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
+        f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
+        f"{stats['unmatched_senders']} sender(s) without victim, "
+        f"{stats['unmatched_receivers']} victim(s) without sender"
+    )
 
 
 def _find_compiler() -> str:
     cc = os.environ.get("CC") or "gcc"
     if not shutil.which(cc):
-        raise NoCompiler(f"C compiler {cc!r} not found in PATH: install gcc (or set CC) to build "
-                         "the demo's workloads")
+        raise NoCompiler(f"C compiler {cc!r} not found in PATH: install gcc (or set CC) to build the demo's workloads")
     return cc
 
 
@@ -385,16 +475,22 @@ def demo(ctx, unread, as_json):
         first = str(e).splitlines()[0] if str(e) else "failed"
         raise NoCompiler(f"cannot build the demo's workloads with {cc}: {first}") from None
     with scenarios.Netns("rstdemo") as ns:
-        term.note(f"demo: server and client in network namespace {ns.name}; the server closes "
-                  f"with {unread} bytes unread, the client (default SIGPIPE) keeps writing")
-        cfg = Config(filters=Filters(netns=ns.inode), settle_s=0.5, json=as_json,
-                     force_plan=ctx.obj.get("force_plan"), wide=ctx.obj.get("wide", False))
+        term.note(
+            f"demo: server and client in network namespace {ns.name}; the server closes "
+            f"with {unread} bytes unread, the client (default SIGPIPE) keeps writing"
+        )
+        cfg = Config(
+            filters=Filters(netns=ns.inode),
+            settle_s=0.5,
+            json=as_json,
+            force_plan=ctx.obj.get("force_plan"),
+            wide=ctx.obj.get("wide", False),
+        )
         session = _run_session(cfg, term, scenario=lambda: scenarios.unread_close(ns, unread=unread))
     res = session.scenario_result
     if "error" in res:
         raise RsttraceError(f"demo workload failed: {res['error']}")
-    found = [i for i in session.incidents
-             if i["kind"] == "abort-on-close" and i["bytes_discarded"] == unread]
+    found = [i for i in session.incidents if i["kind"] == "abort-on-close" and i["bytes_discarded"] == unread]
     if not found:
         raise RsttraceError("demo: the expected incident was not seen")
 
@@ -423,11 +519,15 @@ def doctor(ctx):
     lines.append(f"tracefs: {tfs_text}")
     for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS) + ("sys_exit",):
         n = feats.tracepoints.get(tp, -1)
-        lines.append(f"  tracepoint {tp}: " + ("MISSING" if n == -1 else "present" if n is None
-                                                 else f"present, {n} args"))
+        lines.append(
+            f"  tracepoint {tp}: " + ("MISSING" if n == -1 else "present" if n is None else f"present, {n} args")
+        )
     reasons = feats.rst_reasons()
-    lines.append(f"reset reasons: {len(reasons)} from BTF enum sk_rst_reason" if reasons
-                 else "reset reasons: none in this kernel (before 6.10); kinds come from the close path")
+    lines.append(
+        f"reset reasons: {len(reasons)} from BTF enum sk_rst_reason"
+        if reasons
+        else "reset reasons: none in this kernel (before 6.10); kinds come from the close path"
+    )
     if os.geteuid() != 0:
         lines.append("not root: attach trials skipped (run with sudo to try kprobes and fentry)")
         term.lines(lines)
@@ -449,25 +549,34 @@ def _plan_words(plan, feats) -> list[str]:
     """What the chosen plan hooks, in plain words."""
     out = []
     if plan.name == "kprobe":
-        out.append("  a close() that throws away unread data: kprobes on tcp_close and "
-                   "tcp_send_active_reset (every RST this host starts itself)")
+        out.append(
+            "  a close() that throws away unread data: kprobes on tcp_close and "
+            "tcp_send_active_reset (every RST this host starts itself)"
+        )
         if "kprobe:tcp_v4_send_reset" in plan.hooks:
-            out.append("  RSTs from TIME_WAIT sockets and for unknown connections: kprobes on "
-                       + " and ".join(h.split(":")[1] for h in plan.hooks
-                                   if h.startswith("kprobe:") and h.endswith("_send_reset"))
-                       + " (tcp:tcp_send_reset misses them before 6.10)")
+            out.append(
+                "  RSTs from TIME_WAIT sockets and for unknown connections: kprobes on "
+                + " and ".join(
+                    h.split(":")[1] for h in plan.hooks if h.startswith("kprobe:") and h.endswith("_send_reset")
+                )
+                + " (tcp:tcp_send_reset misses them before 6.10)"
+            )
         out.append("  the rest (state changes, received RSTs, signals): tracepoints")
     else:
-        out.append("  a close() that throws away unread data: the socket's move to CLOSE "
-                   "(sock:inet_sock_set_state, rcv_nxt - copied_seq); RSTs: tcp:tcp_send_reset")
+        out.append(
+            "  a close() that throws away unread data: the socket's move to CLOSE "
+            "(sock:inet_sock_set_state, rcv_nxt - copied_seq); RSTs: tcp:tcp_send_reset"
+        )
         if plan.trials and plan.trials[0].ok and plan.why.startswith("forced"):
             out.append("  (the kprobe plan would work here: --plan auto)")
     io = feats.io_errors_from
-    out.append({
-        "tracepoint": "  the peer's send/recv errors: sock:sock_send_length/sock_recv_length",
-        "sys_exit": "  the peer's send/recv errors: raw_syscalls:sys_exit, for read/write/send*/recv* "
-                    "on TCP sockets (no sock_*_length tracepoints before 6.3)",
-    }.get(io, "  the peer's send/recv errors: not available on this kernel"))
+    out.append(
+        {
+            "tracepoint": "  the peer's send/recv errors: sock:sock_send_length/sock_recv_length",
+            "sys_exit": "  the peer's send/recv errors: raw_syscalls:sys_exit, for read/write/send*/recv* "
+            "on TCP sockets (no sock_*_length tracepoints before 6.3)",
+        }.get(io, "  the peer's send/recv errors: not available on this kernel")
+    )
     return out
 
 
@@ -520,8 +629,9 @@ def run(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        Terminal().error(f"unexpected {type(e).__name__}: {e} (a bug; run with {DEBUG_ENV}=1 or "
-                         "--debug to see the traceback)")
+        Terminal().error(
+            f"unexpected {type(e).__name__}: {e} (a bug; run with {DEBUG_ENV}=1 or --debug to see the traceback)"
+        )
         status = exit_status(e)
     try:
         sys.stdout.flush()

@@ -68,8 +68,7 @@ class CloseWaitWatch:
             if self.netns_filter and netns != self.netns_filter:
                 continue
             try:
-                found = sockdiag.sockets_in(None if netns == own else f"{self.proc}/{pid}/ns/net",
-                                            1 << CLOSE_WAIT)
+                found = sockdiag.sockets_in(None if netns == own else f"{self.proc}/{pid}/ns/net", 1 << CLOSE_WAIT)
             except sockdiag.DiagUnavailable as e:
                 self.diag_error = str(e)
                 found = proc_tcp_rows(pid, self.proc)

@@ -51,8 +51,12 @@ class FiniteFloat(click.ParamType):
                 self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(x):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)) or \
-                self.hi is not None and x > self.hi:
+        if (
+            self.lo is not None
+            and (x < self.lo or (self.lo_open and x == self.lo))
+            or self.hi is not None
+            and x > self.hi
+        ):
             self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
         return x
 
@@ -66,8 +70,13 @@ class Filters:
     cgroups: frozenset[int] = frozenset()  # --cgroup/--container: cgroup ids (with descendants)
 
     def describe(self) -> dict:
-        return {"pids": sorted(self.pids), "comm": self.comm, "ports": sorted(self.ports),
-                "netns": self.netns, "cgroups": sorted(self.cgroups)}
+        return {
+            "pids": sorted(self.pids),
+            "comm": self.comm,
+            "ports": sorted(self.ports),
+            "netns": self.netns,
+            "cgroups": sorted(self.cgroups),
+        }
 
     def matches(self, inc: dict) -> bool:
         """The final, exact test on a finished incident: culprit or victim must match."""
@@ -151,15 +160,18 @@ def parse_netns(value: str | int) -> int:
     """A netns inode number, a name under /run/netns, or a path such as /proc/PID/ns/net;
     it must name a network namespace that exists."""
     text = str(value)
-    unknown = (f"unknown network namespace {value!r} (an inode number, a name in "
-               "/run/netns, or a path like /proc/PID/ns/net)")
+    unknown = (
+        f"unknown network namespace {value!r} (an inode number, a name in /run/netns, or a path like /proc/PID/ns/net)"
+    )
     if not text.strip() or "\0" in text:
         raise BadFilter(unknown)
     n = _int(text)
     if n is not None:
         if n <= 0 or n not in _netns_inodes():
-            raise BadFilter(f"no network namespace with inode {text}: expected the inode of "
-                            "a namespace in use (ls -L -i /proc/PID/ns/net) or a name in /run/netns")
+            raise BadFilter(
+                f"no network namespace with inode {text}: expected the inode of "
+                "a namespace in use (ls -L -i /proc/PID/ns/net) or a name in /run/netns"
+            )
         return n
     path = Path(text) if "/" in text else Path("/run/netns") / text
     try:

@@ -51,12 +51,20 @@ class Victim:
 
     def to_dict(self) -> dict:
         return {
-            "pid": self.pid or None, "comm": self.comm or None, "netns": self.netns,
-            "addr": self.laddr, "port": self.lport, "state": self.state or None,
+            "pid": self.pid or None,
+            "comm": self.comm or None,
+            "netns": self.netns,
+            "addr": self.laddr,
+            "port": self.lport,
+            "state": self.state or None,
             "sk_err": self.sk_err or None,
-            "errors": self.errors, "sigpipe": self.sigpipe, "exit_signal": self.exit_signal,
-            "closed": self.closed, "unread_at_reset": self.unread_at_reset,
-            "unacked_at_reset": self.unacked_at_reset, "unread_at_close": self.unread_at_close,
+            "errors": self.errors,
+            "sigpipe": self.sigpipe,
+            "exit_signal": self.exit_signal,
+            "closed": self.closed,
+            "unread_at_reset": self.unread_at_reset,
+            "unacked_at_reset": self.unacked_at_reset,
+            "unread_at_close": self.unread_at_close,
             "closed_before_reset": self.closed_before_reset,
         }
 
@@ -135,9 +143,11 @@ class Incident:
         if self.cause in CAUSE_KINDS:
             return self.cause
         if self.cause == "timeout":
-            keepalive = (self.reason == "TCP_KEEPALIVE_TIMEOUT"
-                         or (self.reset_ns is not None and not self.reset_passive and self.reason is None)
-                         or (self.probes and not self.retransmissions))
+            keepalive = (
+                self.reason == "TCP_KEEPALIVE_TIMEOUT"
+                or (self.reset_ns is not None and not self.reset_passive and self.reason is None)
+                or (self.probes and not self.retransmissions)
+            )
             return "keepalive-timeout" if keepalive else "retransmit-timeout"
         vstate = self.victim.state if self.victim else ""
         if vstate == "SYN_SENT":
@@ -199,9 +209,9 @@ class Incident:
             "cgroups": {
                 "culprit": describe(self.culprit_cgroup, self.cgroup_paths.get(self.culprit_cgroup)),
                 "victim": describe(self.victim.cgroup, self.cgroup_paths.get(self.victim.cgroup))
-                if self.victim else None,
-                "owner": describe(self.owner.cgroup, self.cgroup_paths.get(self.owner.cgroup))
-                if self.owner else None,
+                if self.victim
+                else None,
+                "owner": describe(self.owner.cgroup, self.cgroup_paths.get(self.owner.cgroup)) if self.owner else None,
             },
             "victim": self.victim.to_dict() if self.victim else None,
             "owner": self.owner.to_dict() if self.owner else None,
@@ -223,7 +233,8 @@ def _sender_unseen(inc: Incident) -> tuple[str, ...]:
     if inc.kind in ("reset-received", "no-socket"):
         return ("culprit", "state", "resets")  # only the receiver saw it
     if inc.kind in ("write-after-close", "connection-refused") or (
-            inc.kind == "process-killed" and inc.ended_with == "FIN"):
+        inc.kind == "process-killed" and inc.ended_with == "FIN"
+    ):
         return ("resets",)  # the closed side's RSTs: some may have come from TIME_WAIT or none
     return ()
 
@@ -240,8 +251,9 @@ UNKNOWN: dict[str, Callable[[Incident], tuple[str, ...]]] = {
     "minisock_resets": _sender_unseen,
     "v6_nosk_resets": lambda i: _sender_unseen(i) if i.family == "ipv6" else (),
     "io_calls": lambda i: ("victim.errors",) if i.victim is not None else (),
-    "signal_deliver": lambda i: ("victim.sigpipe",) if i.victim is not None and i.victim.sigpipe in (
-        "delivered", "handled") else (),
+    "signal_deliver": lambda i: (
+        ("victim.sigpipe",) if i.victim is not None and i.victim.sigpipe in ("delivered", "handled") else ()
+    ),
     "error_report": lambda i: ("victim.errors",) if i.victim is not None and i.cause == "timeout" else (),
 }
 
@@ -365,10 +377,15 @@ class Correlator:
     `owner_of`: optional inode -> (pid, comm) resolver for victims that made no call.
     """
 
-    def __init__(self, settle_ns: int = NS, owner_of: Callable[[int], tuple[int, str] | None] | None = None,
-                 match_window_ns: int = 2 * NS,
-                 cgroup_path: Callable[[int], str | None] | None = None, hold_ns: int | None = None,
-                 lacks: Iterable[Loss] = ()) -> None:
+    def __init__(
+        self,
+        settle_ns: int = NS,
+        owner_of: Callable[[int], tuple[int, str] | None] | None = None,
+        match_window_ns: int = 2 * NS,
+        cgroup_path: Callable[[int], str | None] | None = None,
+        hold_ns: int | None = None,
+        lacks: Iterable[Loss] = (),
+    ) -> None:
         self.cgroup_path = cgroup_path
         # What this kernel and plan cannot show (KernelFeatures.losses): each incident it touches
         # names the fields it leaves unknown, instead of being silently less exact.
@@ -477,8 +494,12 @@ class Correlator:
         """The victim's socket is still tracked: its end (its owner's close, or the exit's closing
         of files, which the kernel does after the exit event) has not been seen yet. Whether the
         report says the victim closed must not depend on when user space read the two events."""
-        return inc.victim_sk is not None and inc.victim is not None and not inc.victim.closed \
+        return (
+            inc.victim_sk is not None
+            and inc.victim is not None
+            and not inc.victim.closed
             and inc.victim_sk in self.socks
+        )
 
     def flush(self) -> list[Incident]:
         released = self._release_held(0, everything=True) if self._held else []
@@ -497,8 +518,9 @@ class Correlator:
         return self._next_id - 1
 
     def _new(self, kind: str, ev: Event) -> Incident:
-        inc = Incident(id=self._take_id(), kind=kind, first_ns=ev.ts_ns, last_ns=ev.ts_ns,
-                       family=ev.family, netns=ev.netns)
+        inc = Incident(
+            id=self._take_id(), kind=kind, first_ns=ev.ts_ns, last_ns=ev.ts_ns, family=ev.family, netns=ev.netns
+        )
         self.open[inc.id] = inc
         return inc
 
@@ -532,8 +554,9 @@ class Correlator:
                 if cg and cg not in inc.cgroup_paths:
                     inc.cgroup_paths[cg] = self.cgroup_path(cg)
         inc.kind = inc.classify()
-        inc.unknown = {f: f"this kernel lacks {loss.what}"
-                       for loss in self.lacks for f in UNKNOWN.get(loss.key, _nothing)(inc)}
+        inc.unknown = {
+            f: f"this kernel lacks {loss.what}" for loss in self.lacks for f in UNKNOWN.get(loss.key, _nothing)(inc)
+        }
         self.stats["incidents"] += 1
         return inc
 
@@ -647,8 +670,9 @@ class Correlator:
             if ev.ctx == "task":
                 inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
                 inc.culprit_cgroup = ev.cgroup
-            inc.owner = Victim(netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.oldstate,
-                               sk_err=ev.err, ino=ev.ino)
+            inc.owner = Victim(
+                netns=ev.netns, laddr=ev.laddr, lport=ev.lport, state=ev.oldstate, sk_err=ev.err, ino=ev.ino
+            )
             return
         inc.bytes_discarded = ev.bytes
         if cause == "process-killed":
@@ -712,10 +736,14 @@ class Correlator:
         if inc is not None:
             return inc
         inc = self.by_tuple.get(_reverse(ev.tuple))
-        if (inc is None or inc.victim is not None or ev.ts_ns - inc.last_ns > self.match_window_ns
-                # A FIN end shows at the peer as CLOSE_WAIT; still ESTABLISHED, it never got
-                # that FIN, so this RST comes from elsewhere (the host rebooted, say).
-                or (inc.ended_with == "FIN" and ev.state == "ESTABLISHED")):
+        if (
+            inc is None
+            or inc.victim is not None
+            or ev.ts_ns - inc.last_ns > self.match_window_ns
+            # A FIN end shows at the peer as CLOSE_WAIT; still ESTABLISHED, it never got
+            # that FIN, so this RST comes from elsewhere (the host rebooted, say).
+            or (inc.ended_with == "FIN" and ev.state == "ESTABLISHED")
+        ):
             inc = self._new("reset-received", ev)
             inc.laddr, inc.lport, inc.raddr, inc.rport = _reverse(ev.tuple)
             self.by_peer[ev.tuple] = inc
@@ -840,28 +868,46 @@ class Correlator:
     def _on_cwait_overdue(self, ev: Event) -> Incident:
         """A socket the periodic sweep found in CLOSE_WAIT past the threshold: reported at once."""
         age_ns = None if ev.has("noage") else ev.span_ms * 1_000_000
-        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=ev.ts_ns - (age_ns or 0),
-                       last_ns=ev.ts_ns, family=ev.family, netns=ev.netns, fixed_kind=True,
-                       state="CLOSE_WAIT")
+        inc = Incident(
+            id=self._take_id(),
+            kind="close-wait",
+            first_ns=ev.ts_ns - (age_ns or 0),
+            last_ns=ev.ts_ns,
+            family=ev.family,
+            netns=ev.netns,
+            fixed_kind=True,
+            state="CLOSE_WAIT",
+        )
         inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
         if ev.pid:
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
             inc.culprit_cgroup = ev.cgroup
-        inc.close_wait = {"age_ns": age_ns, "closed": False, "preexisting": ev.has("preexisting"),
-                          "unread": ev.bytes}
+        inc.close_wait = {"age_ns": age_ns, "closed": False, "preexisting": ev.has("preexisting"), "unread": ev.bytes}
         self.open[inc.id] = inc
         return inc
 
     def _on_cwait_end(self, ev: Event) -> Incident:
         """A socket finally left CLOSE_WAIT after at least the threshold: reported at once."""
-        inc = Incident(id=self._take_id(), kind="close-wait", first_ns=ev.ts_ns - ev.span_ms * 1_000_000,
-                       last_ns=ev.ts_ns, family=ev.family, netns=ev.netns, fixed_kind=True,
-                       state="CLOSE_WAIT", close_ns=ev.ts_ns)
+        inc = Incident(
+            id=self._take_id(),
+            kind="close-wait",
+            first_ns=ev.ts_ns - ev.span_ms * 1_000_000,
+            last_ns=ev.ts_ns,
+            family=ev.family,
+            netns=ev.netns,
+            fixed_kind=True,
+            state="CLOSE_WAIT",
+            close_ns=ev.ts_ns,
+        )
         inc.laddr, inc.lport, inc.raddr, inc.rport = ev.tuple
         if ev.ctx == "task":
             inc.culprit_pid, inc.culprit_comm = ev.pid, ev.comm
             inc.culprit_cgroup = ev.cgroup
-        inc.close_wait = {"age_ns": ev.span_ms * 1_000_000, "closed": True,
-                          "preexisting": ev.has("preexisting"), "unread": ev.bytes}
+        inc.close_wait = {
+            "age_ns": ev.span_ms * 1_000_000,
+            "closed": True,
+            "preexisting": ev.has("preexisting"),
+            "unread": ev.bytes,
+        }
         self.open[inc.id] = inc
         return inc

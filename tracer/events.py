@@ -37,8 +37,16 @@ def _addr(raw: bytes, family: int) -> str:
     return socket.inet_ntop(socket.AF_INET, bytes(raw[:4]))
 
 
-_PACK = {ctypes.c_uint8: "B", ctypes.c_int8: "b", ctypes.c_uint16: "H", ctypes.c_int16: "h",
-         ctypes.c_uint32: "I", ctypes.c_int32: "i", ctypes.c_uint64: "Q", ctypes.c_int64: "q"}
+_PACK = {
+    ctypes.c_uint8: "B",
+    ctypes.c_int8: "b",
+    ctypes.c_uint16: "H",
+    ctypes.c_int16: "h",
+    ctypes.c_uint32: "I",
+    ctypes.c_int32: "i",
+    ctypes.c_uint64: "Q",
+    ctypes.c_int64: "q",
+}
 
 
 def _unpacker(cls: type[ctypes.Structure]) -> tuple[_struct.Struct, dict[str, int]]:
@@ -118,8 +126,11 @@ _EVENT_FIELDS = tuple(f.name for f in fields(Event))
 # name -> column type ("int64", "int32", "uint64", "string", or "list<string>" for flags), and
 # the smallest value an integer field may hold.
 EVENT_COLUMNS: dict[str, str] = {
-    f.name: f.metadata.get("column", "int64") if f.type == "int" else
-    "list<string>" if f.type.startswith("list") else "string"
+    f.name: f.metadata.get("column", "int64")
+    if f.type == "int"
+    else "list<string>"
+    if f.type.startswith("list")
+    else "string"
     for f in fields(Event)
 }
 EVENT_MINIMUM: dict[str, int] = {f.name: f.metadata["min"] for f in fields(Event) if "min" in f.metadata}
@@ -136,10 +147,39 @@ class Decoder:
         self.struct = _L.ctypes_struct("rst_event")
         self.size = ctypes.sizeof(self.struct)
         self._unpack, ix = _unpacker(self.struct)
-        self._pick = operator.itemgetter(*(ix[n] for n in (
-            "ts_ns", "skaddr", "ino", "kind", "netns", "pid", "tid", "err", "reason", "bytes",
-            "family", "sport", "dport", "oldstate", "newstate", "ctx", "flags", "sig_result",
-            "saddr", "daddr", "comm", "aux", "span_ms", "retrans", "probes", "cgroup")))
+        self._pick = operator.itemgetter(
+            *(
+                ix[n]
+                for n in (
+                    "ts_ns",
+                    "skaddr",
+                    "ino",
+                    "kind",
+                    "netns",
+                    "pid",
+                    "tid",
+                    "err",
+                    "reason",
+                    "bytes",
+                    "family",
+                    "sport",
+                    "dport",
+                    "oldstate",
+                    "newstate",
+                    "ctx",
+                    "flags",
+                    "sig_result",
+                    "saddr",
+                    "daddr",
+                    "comm",
+                    "aux",
+                    "span_ms",
+                    "retrans",
+                    "probes",
+                    "cgroup",
+                )
+            )
+        )
         self._comms: dict[bytes, str] = {}
         self._flags: dict[int, tuple[str, ...]] = {}
         self._addrs: dict[bytes, str] = {}
@@ -161,9 +201,34 @@ class Decoder:
     def decode_bytes(self, buf) -> Event:
         """Decode one record from bytes (or any buffer) holding at least one rst_event."""
         v = self._unpack.unpack_from(buf)
-        (ts_ns, skaddr, ino, kind_n, netns, pid, tid, err, reason, nbytes, family, sport, dport,
-         oldstate, newstate, ctx, flags, sig_result, saddr, daddr, comm_raw, aux, span_ms, retrans,
-         probes, cgroup) = self._pick(v)
+        (
+            ts_ns,
+            skaddr,
+            ino,
+            kind_n,
+            netns,
+            pid,
+            tid,
+            err,
+            reason,
+            nbytes,
+            family,
+            sport,
+            dport,
+            oldstate,
+            newstate,
+            ctx,
+            flags,
+            sig_result,
+            saddr,
+            daddr,
+            comm_raw,
+            aux,
+            span_ms,
+            retrans,
+            probes,
+            cgroup,
+        ) = self._pick(v)
         comm = self._comms.get(comm_raw)
         if comm is None:
             comm = comm_raw.split(b"\0", 1)[0].decode(errors="replace")
@@ -174,10 +239,22 @@ class Decoder:
             names = self._flags[flags] = tuple(name for bit, name in FLAG_BITS.items() if flags & bit)
         kind = KINDS.get(kind_n, f"unknown_{kind_n}")
         ev = Event(
-            ts_ns=ts_ns, kind=kind, pid=pid, tid=tid, comm=comm,
-            ctx=CONTEXTS.get(ctx, str(ctx)), sk=skaddr, ino=ino, netns=netns,
-            family="ipv6" if family == AF_INET6 else "ipv4", bytes=nbytes, flags=list(names),
-            retrans=retrans, probes=probes, span_ms=span_ms, cgroup=cgroup,
+            ts_ns=ts_ns,
+            kind=kind,
+            pid=pid,
+            tid=tid,
+            comm=comm,
+            ctx=CONTEXTS.get(ctx, str(ctx)),
+            sk=skaddr,
+            ino=ino,
+            netns=netns,
+            family="ipv6" if family == AF_INET6 else "ipv4",
+            bytes=nbytes,
+            flags=list(names),
+            retrans=retrans,
+            probes=probes,
+            span_ms=span_ms,
+            cgroup=cgroup,
         )
         if skaddr or family:
             ev.laddr, ev.lport = self._addr(saddr, family), sport

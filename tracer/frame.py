@@ -29,16 +29,64 @@ EVENT_MARK = b'"type":"event"'  # how TraceWriter writes it; other spellings tak
 EVENT_INTS = {k: t for k, t in EVENT_COLUMNS.items() if t in ("int64", "int32", "uint64")}
 EVENT_STRS = tuple(k for k, t in EVENT_COLUMNS.items() if t == "string")
 EVENT_ORDER = tuple(EVENT_COLUMNS)
-INCIDENT_INTS = ("id", "culprit_pid", "bytes_discarded", "netns", "lport", "rport", "victim_pid",
-                 "victim_netns", "victim_port", "victim_exit_signal", "victim_error_count",
-                 "first_ns", "close_ns", "reset_ns", "last_ns", "wall_ns", "close_wait_age_ns",
-                 "clock_skew_ns")
-INCIDENT_ORDER = ("trace", "host", "id", "time", "kind", "reason", "culprit_pid", "culprit_comm",
-                  "bytes_discarded", "family", "netns", "laddr", "lport", "raddr", "rport", "state",
-                  "victim_trace", "victim_host", "victim_pid", "victim_comm", "victim_netns", "victim_addr",
-                  "victim_port", "victim_state", "victim_sk_err", "victim_errors",
-                  "victim_error_count", "victim_sigpipe", "victim_exit_signal", "close_wait_age_ns",
-                  "first_ns", "close_ns", "reset_ns", "last_ns", "close_time", "reset_time")
+INCIDENT_INTS = (
+    "id",
+    "culprit_pid",
+    "bytes_discarded",
+    "netns",
+    "lport",
+    "rport",
+    "victim_pid",
+    "victim_netns",
+    "victim_port",
+    "victim_exit_signal",
+    "victim_error_count",
+    "first_ns",
+    "close_ns",
+    "reset_ns",
+    "last_ns",
+    "wall_ns",
+    "close_wait_age_ns",
+    "clock_skew_ns",
+)
+INCIDENT_ORDER = (
+    "trace",
+    "host",
+    "id",
+    "time",
+    "kind",
+    "reason",
+    "culprit_pid",
+    "culprit_comm",
+    "bytes_discarded",
+    "family",
+    "netns",
+    "laddr",
+    "lport",
+    "raddr",
+    "rport",
+    "state",
+    "victim_trace",
+    "victim_host",
+    "victim_pid",
+    "victim_comm",
+    "victim_netns",
+    "victim_addr",
+    "victim_port",
+    "victim_state",
+    "victim_sk_err",
+    "victim_errors",
+    "victim_error_count",
+    "victim_sigpipe",
+    "victim_exit_signal",
+    "close_wait_age_ns",
+    "first_ns",
+    "close_ns",
+    "reset_ns",
+    "last_ns",
+    "close_time",
+    "reset_time",
+)
 PARQUET_META = b"rsttrace"
 # Incident columns computed from others (and from the recordings' headers) when loading.
 DERIVED = ("trace", "host", "victim_host", "victim_trace", "time", "close_time", "reset_time")
@@ -49,8 +97,9 @@ def _need():
         import pandas  # noqa: F401
         import pyarrow  # noqa: F401
     except ImportError as e:
-        raise RsttraceError(f"reading traces as tables needs pandas and pyarrow ({e.name} is missing): "
-                            "pip install 'rsttrace[analysis]'") from None
+        raise RsttraceError(
+            f"reading traces as tables needs pandas and pyarrow ({e.name} is missing): pip install 'rsttrace[analysis]'"
+        ) from None
 
 
 @dataclass
@@ -65,8 +114,7 @@ class Trace:
     files: list[Path] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return (f"<Trace {len(self.events)} events, {len(self.incidents)} incidents from "
-                f"{len(self.files)} file(s)>")
+        return f"<Trace {len(self.events)} events, {len(self.incidents)} incidents from {len(self.files)} file(s)>"
 
 
 class _Acc:
@@ -118,10 +166,11 @@ def _events_fast(lines: list[bytes], schema, extras: bool):
         return pa.Table.from_pylist([], schema=schema)
     # Unknown fields are inferred, not dropped: a newer tracer's event fields stay visible.
     behaviour = "infer" if extras else "ignore"
-    table = pj.read_json(io.BytesIO(b"\n".join(lines)),
-                         read_options=pj.ReadOptions(block_size=16 << 20),
-                         parse_options=pj.ParseOptions(explicit_schema=schema,
-                                                       unexpected_field_behavior=behaviour))
+    table = pj.read_json(
+        io.BytesIO(b"\n".join(lines)),
+        read_options=pj.ReadOptions(block_size=16 << 20),
+        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior=behaviour),
+    )
     if table.num_rows != len(lines):
         raise ValueError("row count")
     for name in ("ts_ns", "kind"):
@@ -156,8 +205,9 @@ def _finish_events_table(table, local_src: list[int]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    src = table.column("src").fill_null(0) if "src" in table.column_names else \
-        pa.array([0] * table.num_rows, pa.int32())
+    src = (
+        table.column("src").fill_null(0) if "src" in table.column_names else pa.array([0] * table.num_rows, pa.int32())
+    )
     if pc.max(src).as_py() is not None and pc.max(src).as_py() >= len(local_src):
         raise ValueError("src")
     table = table.drop_columns([c for c in ("src", "type") if c in table.column_names])
@@ -234,8 +284,10 @@ def incident_of_row(row: dict) -> dict:
     as far as the renderer (tracer/render.py) needs it: so that `report` and `merge` print the
     same text as the live chain, from the same code."""
     row = {k: value(v) for k, v in row.items()}
-    inc: dict = {"local": {"addr": row.pop("laddr", None), "port": row.pop("lport", None)},
-                 "remote": {"addr": row.pop("raddr", None), "port": row.pop("rport", None)}}
+    inc: dict = {
+        "local": {"addr": row.pop("laddr", None), "port": row.pop("lport", None)},
+        "remote": {"addr": row.pop("raddr", None), "port": row.pop("rport", None)},
+    }
     sides: dict[str, dict] = {"culprit": {}, "victim": {}, "owner": {}}
     for k, v in row.items():
         side, _, field = k.partition("_")
@@ -268,8 +320,7 @@ def _column_of(vals: list):
     try:
         return pa.array(vals)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals],
-                        pa.string())
+        return pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals], pa.string())
 
 
 def _incidents_slow(rows: list[dict]):
@@ -421,12 +472,15 @@ def _read_jsonl(path: Path, acc: _Acc) -> None:
     acc.summaries.extend(dict(r, file=str(path)) for r in others if r["type"] == "summary")
     acc.warnings.extend(reader.warnings)
     if not any(r["type"] == "summary" for r in others):
-        acc.warnings.append(f"{path}: no summary line: the recording was cut short (killed?); "
-                            "incidents still open at that moment are not in it")
+        acc.warnings.append(
+            f"{path}: no summary line: the recording was cut short (killed?); "
+            "incidents still open at that moment are not in it"
+        )
 
 
-def _add_jsonl_tables(acc: _Acc, local_src: list[int], event_lines: list[bytes],
-                      incident_lines: list[bytes], others: list[dict]) -> None:
+def _add_jsonl_tables(
+    acc: _Acc, local_src: list[int], event_lines: list[bytes], incident_lines: list[bytes], others: list[dict]
+) -> None:
     """Validated lines -> tables: arrow's JSON reader (fast), or rows built in Python."""
     import pyarrow as pa
 
@@ -434,8 +488,9 @@ def _add_jsonl_tables(acc: _Acc, local_src: list[int], event_lines: list[bytes],
     extras = acc.event_columns is None
     try:
         raw = _events_fast(event_lines, schema, extras)
-        if any(pa.types.is_nested(f.type) or pa.types.is_null(f.type)
-               for f in raw.schema if f.name not in schema.names):
+        if any(
+            pa.types.is_nested(f.type) or pa.types.is_null(f.type) for f in raw.schema if f.name not in schema.names
+        ):
             raise ValueError("nested or untyped unknown field")  # the precise path keeps it as text
     except (ValueError, TypeError, OverflowError, pa.ArrowException):
         raw = _rows_table([_loads(x) for x in event_lines], schema, extras)
@@ -480,8 +535,12 @@ def _parquet_meta(path: Path, meta: bytes | None) -> dict:
         info = _loads(meta)
     except ValueError:
         raise BadTrace(f"{path}: rsttrace metadata is not valid JSON") from None
-    head = {"type": "header", "format": "rsttrace", "version": 2,
-            "sources": info.get("sources") if isinstance(info, dict) else None}
+    head = {
+        "type": "header",
+        "format": "rsttrace",
+        "version": 2,
+        "sources": info.get("sources") if isinstance(info, dict) else None,
+    }
     if not isinstance(info, dict) or not head["sources"]:
         raise BadTrace(f"{path}: rsttrace metadata without recordings")
     try:
@@ -493,8 +552,12 @@ def _parquet_meta(path: Path, meta: bytes | None) -> dict:
             raise BadTrace(f"{path}: metadata: a recording without a label")
     summaries = info.get("summaries") or []
     warnings = info.get("warnings") or []
-    if not (isinstance(summaries, list) and all(isinstance(x, dict) for x in summaries)
-            and isinstance(warnings, list) and all(isinstance(x, str) for x in warnings)):
+    if not (
+        isinstance(summaries, list)
+        and all(isinstance(x, dict) for x in summaries)
+        and isinstance(warnings, list)
+        and all(isinstance(x, str) for x in warnings)
+    ):
         raise BadTrace(f"{path}: metadata: summaries or warnings of the wrong type")
     return {"sources": head["sources"], "summaries": summaries, "warnings": warnings}
 
@@ -515,14 +578,20 @@ def _read_parquet(path: Path, acc: _Acc) -> None:
     import pyarrow.parquet as pq
 
     if not path.name.endswith(".parquet") and path.exists():
-        raise BadTrace(f"{path}: Parquet data in a file not named *.events.parquet (rsttrace exports "
-                       "come in pairs: NAME.events.parquet and NAME.incidents.parquet)")
+        raise BadTrace(
+            f"{path}: Parquet data in a file not named *.events.parquet (rsttrace exports "
+            "come in pairs: NAME.events.parquet and NAME.incidents.parquet)"
+        )
     ev_path, inc_path = _parquet_pair(path)
     _check_regular(ev_path)
     _check_regular(inc_path)
     try:
-        ev = pq.read_table(ev_path, columns=None if acc.event_columns is None
-                           else ["trace", "ts_ns", *[c for c in acc.event_columns if c != "ts_ns"]])
+        ev = pq.read_table(
+            ev_path,
+            columns=None
+            if acc.event_columns is None
+            else ["trace", "ts_ns", *[c for c in acc.event_columns if c != "ts_ns"]],
+        )
         inc = pq.read_table(inc_path)
     except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as e:
         raise BadTrace(f"{path}: not a readable rsttrace Parquet pair ({e})") from None
@@ -642,8 +711,9 @@ def _events_frame(acc: _Acc):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    tables = acc.event_tables or [_finish_events_table(
-        pa.Table.from_pylist([], schema=_event_schema(acc.event_columns)), [0])]
+    tables = acc.event_tables or [
+        _finish_events_table(pa.Table.from_pylist([], schema=_event_schema(acc.event_columns)), [0])
+    ]
     table = pa.concat_tables(tables, promote_options="permissive")
     src = table.column("src")
     offsets = pa.array([s.get("wall_offset_ns") for s in acc.sources] or [None], pa.int64())
@@ -677,8 +747,9 @@ def _dict_of(src, labels: list[str]):
     index = pa.array([unique.index(x) for x in labels or [""]], pa.int32())
     codes = pc.take(index, src)
     dict_type = pa.dictionary(pa.int32(), pa.string())
-    return pa.chunked_array([pa.DictionaryArray.from_arrays(c, pa.array(unique, pa.string()))
-                             for c in codes.chunks], type=dict_type)
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(c, pa.array(unique, pa.string())) for c in codes.chunks], type=dict_type
+    )
 
 
 def _concat(tables: list):
@@ -698,8 +769,10 @@ def _concat(tables: list):
         for t in tables:
             for i, f in enumerate(t.schema):
                 if f.name in mixed:
-                    vals = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-                            for v in t.column(i).to_pylist()]
+                    vals = [
+                        None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                        for v in t.column(i).to_pylist()
+                    ]
                     t = t.set_column(i, f.name, pa.array(vals, pa.string()))
             fixed.append(t)
         return pa.concat_tables(fixed, promote_options="permissive")
@@ -711,16 +784,21 @@ def _incidents_frame(acc: _Acc):
     import pyarrow.compute as pc
 
     parts = [t for t in acc.incident_tables if t.num_rows]
-    table = _concat(parts) if parts else pa.table({"src": pa.array([], pa.int32()),
-                                                   "victim_src": pa.array([], pa.int32())})
+    table = (
+        _concat(parts) if parts else pa.table({"src": pa.array([], pa.int32()), "victim_src": pa.array([], pa.int32())})
+    )
     n = table.num_rows
     src = table.column("src")
     vsrc = pc.coalesce(table.column("victim_src"), src)
     labels = [s["label"] for s in acc.sources] or [""]
     offsets = pa.array([s.get("wall_offset_ns") for s in acc.sources] or [None], pa.int64())
     hosts = [s.get("host") or "" for s in acc.sources] or [""]
-    cols: dict = {"trace": _dict_of(src, labels), "host": _dict_of(src, hosts),
-                  "victim_trace": _dict_of(vsrc, labels), "victim_host": _dict_of(vsrc, hosts)}
+    cols: dict = {
+        "trace": _dict_of(src, labels),
+        "host": _dict_of(src, hosts),
+        "victim_trace": _dict_of(vsrc, labels),
+        "victim_host": _dict_of(vsrc, hosts),
+    }
     for name in INCIDENT_INTS:
         col = table.column(name) if name in table.column_names else pa.nulls(n, pa.int64())
         cols[name] = col.cast(pa.int64())
@@ -739,8 +817,12 @@ def _incidents_frame(acc: _Acc):
             cols[name] = col.dictionary_encode()
     order = [c for c in INCIDENT_ORDER if c in cols]
     order += sorted(c for c in cols if c not in order)  # newer fields: the same order from any reader
-    mapper = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
-              pa.float64(): pd.Float64Dtype()}.get
+    mapper = {
+        pa.int64(): pd.Int64Dtype(),
+        pa.int32(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+        pa.float64(): pd.Float64Dtype(),
+    }.get
     df = pa.table({c: cols[c] for c in order}).to_pandas(types_mapper=mapper)
     _sort_categories(df, keep=("trace",))
     return df
@@ -755,8 +837,14 @@ def _sort_categories(df, keep=()) -> None:
 
 
 def _trace(acc: _Acc) -> Trace:
-    return Trace(events=_events_frame(acc), incidents=_incidents_frame(acc), sources=acc.sources,
-                 summaries=acc.summaries, warnings=acc.warnings, files=acc.files)
+    return Trace(
+        events=_events_frame(acc),
+        incidents=_incidents_frame(acc),
+        sources=acc.sources,
+        summaries=acc.summaries,
+        warnings=acc.warnings,
+        files=acc.files,
+    )
 
 
 def load(what, *, event_columns: Iterable[str] | None = None, strict: bool = False) -> Trace:
@@ -779,8 +867,14 @@ def load(what, *, event_columns: Iterable[str] | None = None, strict: bool = Fal
     first_error: BadTrace | None = None
     read_any = False
     for path in paths:
-        mark = (len(acc.event_tables), len(acc.incident_tables), len(acc.sources), len(acc.files),
-                len(acc.summaries), len(acc.warnings))
+        mark = (
+            len(acc.event_tables),
+            len(acc.incident_tables),
+            len(acc.sources),
+            len(acc.files),
+            len(acc.summaries),
+            len(acc.warnings),
+        )
         try:
             try:
                 if _is_parquet(path):
@@ -797,8 +891,8 @@ def load(what, *, event_columns: Iterable[str] | None = None, strict: bool = Fal
                 e.partial = _safe_trace(acc)  # type: ignore[attr-defined]
                 raise
             # Not strict: this file's part is dropped whole, the others stay.
-            del acc.event_tables[mark[0]:], acc.incident_tables[mark[1]:], acc.sources[mark[2]:]
-            del acc.files[mark[3]:], acc.summaries[mark[4]:], acc.warnings[mark[5]:]
+            del acc.event_tables[mark[0] :], acc.incident_tables[mark[1] :], acc.sources[mark[2] :]
+            del acc.files[mark[3] :], acc.summaries[mark[4] :], acc.warnings[mark[5] :]
             acc.warnings.append(f"{e} (file skipped)")
             first_error = first_error or e
     if not read_any and first_error is not None:
@@ -829,8 +923,7 @@ def export(trace: Trace, prefix: Path, fmt: str, mode: int = 0o600) -> list[Path
     from .tracefile import open_output
 
     out = []
-    meta = json.dumps({"sources": trace.sources, "summaries": trace.summaries,
-                       "warnings": trace.warnings}).encode()
+    meta = json.dumps({"sources": trace.sources, "summaries": trace.summaries, "warnings": trace.warnings}).encode()
     for name, df in (("events", trace.events), ("incidents", trace.incidents)):
         path = Path(f"{prefix}.{name}.{fmt}")
         table = pa.Table.from_pandas(df, preserve_index=False)
@@ -844,8 +937,7 @@ def export(trace: Trace, prefix: Path, fmt: str, mode: int = 0o600) -> list[Path
             else:
                 import pyarrow.csv as pcsv
 
-                plain = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
-                         for c in table.columns]
+                plain = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
                 pcsv.write_csv(pa.table(plain, names=table.column_names), target.file)
         except (OSError, pa.ArrowException) as e:
             target.discard()

@@ -97,8 +97,14 @@ TRACEPOINTS = (
     "sched_process_exit",
     "sys_exit",
 )
-REQUIRED_TRACEPOINTS = ("inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset",
-                        "tcp_destroy_sock", "signal_generate", "sched_process_exit")
+REQUIRED_TRACEPOINTS = (
+    "inet_sock_set_state",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "tcp_destroy_sock",
+    "signal_generate",
+    "sched_process_exit",
+)
 OPTIONAL_TRACEPOINTS = {
     "inet_sk_error_report": "timeouts and error reports (kernel 5.14+)",
     "sock_send_length": "the peer's send errors (kernel 6.3+)",
@@ -128,16 +134,21 @@ SYSEXIT_ARCHES = ("x86_64",)
 KPROBE_FUNCS = {
     "tcp_close": (("CLOSE_SK", "struct sock *"),),
     "tcp_send_active_reset": (("AR_SK", "struct sock *"), ("AR_REASON?", "enum sk_rst_reason")),
-    "tcp_v4_send_reset": (("V4_SK", "struct sock *"), ("V4_SKB", "struct sk_buff *"),
-                          ("V4_REASON?", "enum sk_rst_reason")),
-    "tcp_v6_send_reset": (("V6_SK", "struct sock *"), ("V6_SKB", "struct sk_buff *"),
-                          ("V6_REASON?", "enum sk_rst_reason")),
+    "tcp_v4_send_reset": (
+        ("V4_SK", "struct sock *"),
+        ("V4_SKB", "struct sk_buff *"),
+        ("V4_REASON?", "enum sk_rst_reason"),
+    ),
+    "tcp_v6_send_reset": (
+        ("V6_SK", "struct sock *"),
+        ("V6_SKB", "struct sk_buff *"),
+        ("V6_REASON?", "enum sk_rst_reason"),
+    ),
 }
 # Passive resets without a full socket (kprobe plan, before 6.10): function -> its sk macro.
 NOSK_FUNCS = {"tcp_v4_send_reset": "V4_SK", "tcp_v6_send_reset": "V6_SK"}
 # Registers carrying the first six arguments (x86_64 System V calling convention).
 ARG_REGS = {"x86_64": ("di", "si", "dx", "cx", "r8", "r9")}
-
 
 
 def bpf_dir() -> Path:
@@ -209,8 +220,9 @@ class KernelFeatures:
         return feats
 
     @classmethod
-    def from_tree(cls, release: str, tracefs: Path, funcs: dict[str, list[tuple[str, str]]],
-                  arch: str = "x86_64") -> "KernelFeatures":
+    def from_tree(
+        cls, release: str, tracefs: Path, funcs: dict[str, list[tuple[str, str]]], arch: str = "x86_64"
+    ) -> "KernelFeatures":
         """Features of another kernel from a copy of its format files and function
         prototypes (tests/data/formats): tracepoints known from tracefs only."""
         feats = cls(release=release, btf_path=Path("/nonexistent"), funcs=dict(funcs), arch=arch)
@@ -366,8 +378,10 @@ class KernelFeatures:
         this kernel, in words for `doctor`."""
         rt = self.btf is not None and self.btf.has_member("task_struct", "softirq_disable_cnt")
         if rt:
-            return ("PREEMPT_RT: softirqs run in the task that raised them or in ksoftirqd, on its "
-                    "own stack; the task's softirq_disable_cnt (SOFTIRQ_OFFSET) says it serves one")
+            return (
+                "PREEMPT_RT: softirqs run in the task that raised them or in ksoftirqd, on its "
+                "own stack; the task's softirq_disable_cnt (SOFTIRQ_OFFSET) says it serves one"
+            )
         how = "a softirq runs on the IRQ stack (the hook's stack is not the task's)"
         if self.arch == "x86_64":
             how += ", or over user mode (the task's saved user registers show no system call)"
@@ -378,39 +392,79 @@ class KernelFeatures:
         what the user loses, and each incident it touches names the fields it leaves unknown."""
         out: list[Loss] = []
         if not self.has("inet_sk_error_report"):
-            out.append(Loss("error_report", "sock:inet_sk_error_report (5.14)",
-                            "errors the kernel reports on a socket that stays open are not seen: a "
-                            "victim's sk_err is inferred from the reset and its state, and a timeout "
-                            "is told only from the socket's move to CLOSE"))
+            out.append(
+                Loss(
+                    "error_report",
+                    "sock:inet_sk_error_report (5.14)",
+                    "errors the kernel reports on a socket that stays open are not seen: a "
+                    "victim's sk_err is inferred from the reset and its state, and a timeout "
+                    "is told only from the socket's move to CLOSE",
+                )
+            )
         io = self.io_errors_from
         if io == "sys_exit":
-            out.append(Loss("io_sys_exit", "sock:sock_send_length/sock_recv_length (6.3)",
-                            "the peer's failing send/recv calls come from raw_syscalls:sys_exit instead "
-                            "(every system call's exit is hooked: more overhead; x86_64 only)"))
+            out.append(
+                Loss(
+                    "io_sys_exit",
+                    "sock:sock_send_length/sock_recv_length (6.3)",
+                    "the peer's failing send/recv calls come from raw_syscalls:sys_exit instead "
+                    "(every system call's exit is hooked: more overhead; x86_64 only)",
+                )
+            )
         elif io is None:
-            out.append(Loss("io_calls", "sock:sock_send_length/sock_recv_length (6.3) and a usable sys_exit",
-                            "the victim's failing calls (ECONNRESET, EPIPE) are not listed; only its "
-                            "socket state and signals are"))
+            out.append(
+                Loss(
+                    "io_calls",
+                    "sock:sock_send_length/sock_recv_length (6.3) and a usable sys_exit",
+                    "the victim's failing calls (ECONNRESET, EPIPE) are not listed; only its "
+                    "socket state and signals are",
+                )
+            )
         if not self.send_reset_has_reason:
-            out.append(Loss("reason", "enum sk_rst_reason (6.10)",
-                            "incidents have no kernel reason (reason is null); the kind comes from the "
-                            "close path rsttrace saw, and RSTs answering a segment are not told apart"))
+            out.append(
+                Loss(
+                    "reason",
+                    "enum sk_rst_reason (6.10)",
+                    "incidents have no kernel reason (reason is null); the kind comes from the "
+                    "close path rsttrace saw, and RSTs answering a segment are not told apart",
+                )
+            )
         if not self.send_reset_sees_nosk:
             if plan == "tracepoint":
-                out.append(Loss("minisock_resets", "tcp:tcp_send_reset for RSTs without a full socket (6.10)",
-                                "RSTs sent by TIME_WAIT sockets or for unknown connections are seen only "
-                                "at the receiver: a crash-and-reboot reset is 'reset-received' (sender "
-                                "unknown), and a write-after-close may count fewer resets than were sent"))
+                out.append(
+                    Loss(
+                        "minisock_resets",
+                        "tcp:tcp_send_reset for RSTs without a full socket (6.10)",
+                        "RSTs sent by TIME_WAIT sockets or for unknown connections are seen only "
+                        "at the receiver: a crash-and-reboot reset is 'reset-received' (sender "
+                        "unknown), and a write-after-close may count fewer resets than were sent",
+                    )
+                )
             elif "tcp_v6_send_reset" not in self.funcs:
-                out.append(Loss("v6_nosk_resets", "tcp_v6_send_reset in BTF",
-                                "IPv6 RSTs sent without a socket are not seen at the sender"))
+                out.append(
+                    Loss(
+                        "v6_nosk_resets",
+                        "tcp_v6_send_reset in BTF",
+                        "IPv6 RSTs sent without a socket are not seen at the sender",
+                    )
+                )
         if not self.has("signal_deliver"):
-            out.append(Loss("signal_deliver", "signal:signal_deliver",
-                            "a SIGPIPE caught by a handler is not told from one still pending"))
+            out.append(
+                Loss(
+                    "signal_deliver",
+                    "signal:signal_deliver",
+                    "a SIGPIPE caught by a handler is not told from one still pending",
+                )
+            )
         if self.btf is not None and self.arch != "x86_64":
-            out.append(Loss("user_regs", f"user registers at the top of the task stack ({self.arch})",
-                            "a softirq that interrupted user mode looks like the task itself: an RST "
-                            "received then may name the interrupted process"))
+            out.append(
+                Loss(
+                    "user_regs",
+                    f"user registers at the top of the task stack ({self.arch})",
+                    "a softirq that interrupted user mode looks like the task itself: an RST "
+                    "received then may name the interrupted process",
+                )
+            )
         return out
 
     def switches(self, plan: str = "tracepoint") -> list[str]:

@@ -11,10 +11,15 @@ from pathlib import Path
 from .kernel import bpf_dir
 
 _CTYPES = {
-    "__u8": ctypes.c_uint8, "__s8": ctypes.c_int8, "char": ctypes.c_char,
-    "__u16": ctypes.c_uint16, "__s16": ctypes.c_int16,
-    "__u32": ctypes.c_uint32, "__s32": ctypes.c_int32,
-    "__u64": ctypes.c_uint64, "__s64": ctypes.c_int64,
+    "__u8": ctypes.c_uint8,
+    "__s8": ctypes.c_int8,
+    "char": ctypes.c_char,
+    "__u16": ctypes.c_uint16,
+    "__s16": ctypes.c_int16,
+    "__u32": ctypes.c_uint32,
+    "__s32": ctypes.c_int32,
+    "__u64": ctypes.c_uint64,
+    "__s64": ctypes.c_int64,
 }
 _DEFINE = re.compile(r"^#define\s+(RST_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
 _FIELD = re.compile(r"^\s*(\w+)\s+(\w+)(?:\[(\d+)\])?;")
@@ -45,7 +50,7 @@ class Layout:
 
     def prefixed(self, prefix: str) -> dict[int, str]:
         """{value: NAME-without-prefix} for constants like RST_EV_*."""
-        return {v: k[len(prefix):] for k, v in self.constants.items() if k.startswith(prefix)}
+        return {v: k[len(prefix) :] for k, v in self.constants.items() if k.startswith(prefix)}
 
 
 def parse_header(text: str) -> Layout:

@@ -73,8 +73,9 @@ def _has_time(inc: dict) -> bool:
     return ts.get("close_ns") is not None or ts.get("reset_ns") is not None
 
 
-def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], offsets: list[int],
-         tolerance_ns: int) -> list[tuple[int, int, int]]:
+def pair(
+    halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], offsets: list[int], tolerance_ns: int
+) -> list[tuple[int, int, int]]:
     """(sender index, receiver index, skew ns) for each match: same 4-tuple, different
     recordings, wall-clock times within tolerance_ns; the closest pairs win, each half once."""
     by_tuple: dict[tuple, list[int]] = {}
@@ -84,8 +85,11 @@ def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], off
     for i, (src_s, inc_s) in enumerate(halves_s):
         # The close (or the RST) on the sender; the receiver's first event can carry an
         # earlier timestamp than tcp_send_reset's, which fires after the segment left.
-        t_s = _wall(inc_s, offsets[src_s], "close_ns", "reset_ns") if _has_time(inc_s) else \
-            _wall(inc_s, offsets[src_s], "first_ns")
+        t_s = (
+            _wall(inc_s, offsets[src_s], "close_ns", "reset_ns")
+            if _has_time(inc_s)
+            else _wall(inc_s, offsets[src_s], "first_ns")
+        )
         for j in by_tuple.get(_tuple(inc_s), ()):
             src_r, inc_r = halves_r[j]
             if src_r == src_s:
@@ -103,8 +107,9 @@ def pair(halves_s: list[tuple[int, dict]], halves_r: list[tuple[int, dict]], off
     return out
 
 
-def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS, strict: bool = True,
-          warnings: list[str] | None = None) -> tuple[list[dict], list[dict], dict]:
+def merge(
+    paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS, strict: bool = True, warnings: list[str] | None = None
+) -> tuple[list[dict], list[dict], dict]:
     """Read the traces and pair their halves: (sources, incidents, stats). With strict=False a
     bad line is skipped and named in `warnings`; a trace that cannot be read at all is an error."""
     inputs = [_scan(Path(p), strict, warnings) for p in paths]
@@ -114,8 +119,9 @@ def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS, strict: b
         base = len(sources)
         for s in inp.sources:
             if not s.get("wall_offset_ns"):
-                raise BadTrace(f"{inp.path}: no wall-clock offset in the header: cannot place its "
-                               "times against another host's")
+                raise BadTrace(
+                    f"{inp.path}: no wall-clock offset in the header: cannot place its times against another host's"
+                )
             sources.append(dict(s))
         for inc in inp.incidents:
             inc = dict(inc)
@@ -157,23 +163,36 @@ def merge(paths: list[Path], tolerance_ns: int = DEFAULT_TOLERANCE_NS, strict: b
     out.sort(key=lambda inc: (_wall(inc, offsets[inc["src"]], "first_ns"), inc["src"], inc["source_id"]))
     for n, inc in enumerate(out, 1):
         inc["id"] = n
-    stats = {"inputs": len(inputs), "recordings": len(sources), "incidents": len(out),
-             "cross_host": len(matches), "tolerance_ns": tolerance_ns,
-             "unmatched_senders": len(senders) - len(matches),
-             "unmatched_receivers": len(receivers) - len(matches)}
+    stats = {
+        "inputs": len(inputs),
+        "recordings": len(sources),
+        "incidents": len(out),
+        "cross_host": len(matches),
+        "tolerance_ns": tolerance_ns,
+        "unmatched_senders": len(senders) - len(matches),
+        "unmatched_receivers": len(receivers) - len(matches),
+    }
     return sources, out, stats
 
 
-def write(paths: list[Path], out: Path, sources: list[dict], incidents: list[dict], stats: dict,
-          strict: bool = True) -> None:
+def write(
+    paths: list[Path], out: Path, sources: list[dict], incidents: list[dict], stats: dict, strict: bool = True
+) -> None:
     """A merged trace: every input's events (tagged with `src`), the joined incidents, summaries.
 
     Written under a temporary name in the same folder (0600, O_NOFOLLOW) and renamed into
     place when complete: `out` is never truncated before the inputs are read, and a failure
     leaves whatever was there before."""
     out = Path(out)
-    head = {"type": "header", "format": FORMAT, "version": VERSION, "merged": stats,
-            "sources": sources, "host": None, "wall_offset_ns": None}
+    head = {
+        "type": "header",
+        "format": FORMAT,
+        "version": VERSION,
+        "merged": stats,
+        "sources": sources,
+        "host": None,
+        "wall_offset_ns": None,
+    }
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         os.unlink(tmp)

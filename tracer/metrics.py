@@ -29,8 +29,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, ProcessCollector, disable_created_metrics,
-                               start_http_server)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 OTHER = "other"
@@ -56,8 +62,14 @@ class TopNames:
     stays bounded however many distinct names a host has.
     """
 
-    def __init__(self, n: int, on_evict: Callable[[str], None] | None = None, candidates: int = 0,
-                 half_life_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        n: int,
+        on_evict: Callable[[str], None] | None = None,
+        candidates: int = 0,
+        half_life_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if n < 0:
             raise ValueError("n must be >= 0")
         self.n = n
@@ -192,15 +204,21 @@ class _Collected:
         lost.add_metric([], self.m.lost)
         yield lost
         progs = self.m.bpf.read() if self.m.bpf else {}
-        on = GaugeMetricFamily("rsttrace_bpf_stats_enabled",
-                               "1 when kernel.bpf_stats_enabled=1 (BPF run time is counted), else 0")
+        on = GaugeMetricFamily(
+            "rsttrace_bpf_stats_enabled", "1 when kernel.bpf_stats_enabled=1 (BPF run time is counted), else 0"
+        )
         on.add_metric([], 1 if BpfProgStats.enabled() else 0)
         yield on
-        t = CounterMetricFamily("rsttrace_bpf_run_time_seconds",
-                                "Time the kernel spent in each rsttrace BPF program "
-                                "(0 while kernel.bpf_stats_enabled=0)", labels=["program"])
-        n = CounterMetricFamily("rsttrace_bpf_runs", "Runs of each rsttrace BPF program "
-                                "(0 while kernel.bpf_stats_enabled=0)", labels=["program"])
+        t = CounterMetricFamily(
+            "rsttrace_bpf_run_time_seconds",
+            "Time the kernel spent in each rsttrace BPF program (0 while kernel.bpf_stats_enabled=0)",
+            labels=["program"],
+        )
+        n = CounterMetricFamily(
+            "rsttrace_bpf_runs",
+            "Runs of each rsttrace BPF program (0 while kernel.bpf_stats_enabled=0)",
+            labels=["program"],
+        )
         for name, (cnt, ns) in sorted(progs.items()):
             t.add_metric([name], ns / 1e9)
             n.add_metric([name], cnt)
@@ -219,16 +237,29 @@ class Metrics:
         self.victims = TopNames(top_n, on_evict=lambda name: self.victim.remove(name))
         self.owners = TopNames(top_n, on_evict=self._evict_owner)
         self.kind = Counter("rsttrace_incidents", "Incidents by kind", ["kind"], registry=r)
-        self.culprit = Counter("rsttrace_incidents_by_culprit", "Incidents by the culprit's command "
-                               "name (top N names, the rest as other)", ["comm"], registry=r)
-        self.victim = Counter("rsttrace_incidents_by_victim", "Incidents by the victim's command "
-                              "name (top N names, the rest as other)", ["comm"], registry=r)
-        self.impact = Counter("rsttrace_incidents_by_impact", "Incidents by their impact on the victim",
-                              ["impact"], registry=r)
+        self.culprit = Counter(
+            "rsttrace_incidents_by_culprit",
+            "Incidents by the culprit's command name (top N names, the rest as other)",
+            ["comm"],
+            registry=r,
+        )
+        self.victim = Counter(
+            "rsttrace_incidents_by_victim",
+            "Incidents by the victim's command name (top N names, the rest as other)",
+            ["comm"],
+            registry=r,
+        )
+        self.impact = Counter(
+            "rsttrace_incidents_by_impact", "Incidents by their impact on the victim", ["impact"], registry=r
+        )
         self.bytes = Counter("rsttrace_bytes_discarded", "Unread bytes discarded by resets", registry=r)
         self.sigpipe = Counter("rsttrace_sigpipe_deaths", "Victims killed by SIGPIPE", registry=r)
-        self.cwait = Gauge("rsttrace_close_wait_sockets", "Sockets in CLOSE_WAIT past the threshold, "
-                           "by owner's command name (top N, the rest as other)", ["owner"], registry=r)
+        self.cwait = Gauge(
+            "rsttrace_close_wait_sockets",
+            "Sockets in CLOSE_WAIT past the threshold, by owner's command name (top N, the rest as other)",
+            ["owner"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         self.lost = 0
         self.bpf: BpfProgStats | None = None
@@ -296,5 +327,3 @@ def free_port() -> int:  # pragma: no cover - used by tests
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-

@@ -18,8 +18,10 @@ def import_bcc():
     try:
         import bcc  # noqa: F401  (Debian: python3-bpfcc)
     except ImportError:
-        raise NoBcc("bcc's Python module is missing: apt-get install python3-bpfcc "
-                    "(and run rsttrace with a Python that sees it)") from None
+        raise NoBcc(
+            "bcc's Python module is missing: apt-get install python3-bpfcc "
+            "(and run rsttrace with a Python that sees it)"
+        ) from None
     return bcc
 
 
@@ -43,8 +45,14 @@ class Plan:
     cflags: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {"name": self.name, "why": self.why, "hooks": self.hooks, "ringbuf": self.ringbuf,
-                "trials": [t.__dict__ for t in self.trials], "missing": self.missing}
+        return {
+            "name": self.name,
+            "why": self.why,
+            "hooks": self.hooks,
+            "ringbuf": self.ringbuf,
+            "trials": [t.__dict__ for t in self.trials],
+            "missing": self.missing,
+        }
 
 
 def _scaffold_env(feats: KernelFeatures) -> str:
@@ -121,9 +129,20 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
         plan.why = why_not
     else:
         plan.why = "the kernel allows kprobes"
-    tps = [tp for tp in ("inet_sock_set_state", "tcp_destroy_sock", "tcp_send_reset", "tcp_receive_reset",
-                         "inet_sk_error_report", "signal_generate", "signal_deliver", "sched_process_exit")
-           if feats.has(tp)]
+    tps = [
+        tp
+        for tp in (
+            "inet_sock_set_state",
+            "tcp_destroy_sock",
+            "tcp_send_reset",
+            "tcp_receive_reset",
+            "inet_sk_error_report",
+            "signal_generate",
+            "signal_deliver",
+            "sched_process_exit",
+        )
+        if feats.has(tp)
+    ]
     io = feats.io_errors_from
     if io == "tracepoint":
         tps += ["sock_send_length", "sock_recv_length"]
@@ -136,13 +155,18 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
             if func in NOSK_FUNCS and (feats.send_reset_sees_nosk or NOSK_FUNCS[func] not in kp_args):
                 continue
             plan.hooks.append(f"kprobe:{func}")
-    plan.missing = [f"{tp}: no {what}" for tp, what in OPTIONAL_TRACEPOINTS.items()
-                    if not feats.has(tp) and not (tp.startswith("sock_") and io)]
+    plan.missing = [
+        f"{tp}: no {what}"
+        for tp, what in OPTIONAL_TRACEPOINTS.items()
+        if not feats.has(tp) and not (tp.startswith("sock_") and io)
+    ]
     if io is None:
         plan.missing.append("sock_send_length/sock_recv_length and sys_exit: no send/recv errors of the peer")
     if not feats.send_reset_sees_nosk and name == "tracepoint":
-        plan.missing.append("tcp_send_reset: no RSTs sent by TIME_WAIT sockets or for unknown "
-                            "connections (kernel before 6.10; the kprobe plan sees them)")
+        plan.missing.append(
+            "tcp_send_reset: no RSTs sent by TIME_WAIT sockets or for unknown "
+            "connections (kernel before 6.10; the kprobe plan sees them)"
+        )
     if name == "kprobe" and not feats.send_reset_sees_nosk and "kprobe:tcp_v6_send_reset" not in plan.hooks:
         plan.missing.append("tcp_v6_send_reset: not in BTF; no IPv6 RSTs without a socket")
     return plan
@@ -156,15 +180,19 @@ def choose_plan(feats: KernelFeatures, force: str | None = None, report_fentry: 
     feats.require_tracepoints()
     trials: list[Trial] = []
     if force != "tracepoint":
+
         def kprobe():
             b = bcc.BPF(text=_KPROBE_TRIAL)
             b.cleanup()
+
         trials.append(_try("kprobe", kprobe))
 
     if report_fentry:
+
         def fentry():
             b = bcc.BPF(text=_FENTRY_TRIAL)
             b.cleanup()
+
         trials.append(_try("fentry", fentry))
     plan = make_plan(feats, trials, force)
     plan.cflags = feats.cflags(plan.name) + cgroups.cflags(feats.btf) + [f"-I{bpf_dir()}"]
@@ -219,10 +247,9 @@ def load(plan: Plan, ring_pages: int = 2048, perf_only: bool = False) -> Loaded:
             _attach_kprobes(bpf, plan)
         except _Captured as e:
             bpf.cleanup()
-            raise BpfLoadError(f"could not attach the kprobe plan's hooks: {e} "
-                               "(try --plan tracepoint)") from None
+            raise BpfLoadError(f"could not attach the kprobe plan's hooks: {e} (try --plan tracepoint)") from None
         plan.ringbuf = ringbuf
         return Loaded(bpf, plan)
-    raise BpfLoadError("could not load rsttrace's BPF programs: " + "; ".join(errors)
-                       + " (run `rsttrace doctor` for details)")
-
+    raise BpfLoadError(
+        "could not load rsttrace's BPF programs: " + "; ".join(errors) + " (run `rsttrace doctor` for details)"
+    )

@@ -80,7 +80,7 @@ def _addr(hexaddr: str) -> str:
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw[::-1]))
     # Four host-order 32-bit words.
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return str(ipaddress.IPv6Address(words))
 
 
@@ -93,8 +93,18 @@ def parse_proc_tcp(text: str, family: str) -> list[TcpRow]:
         local, remote, st, queues = parts[1], parts[2], parts[3], parts[4]
         la, lp = local.rsplit(":", 1)
         ra, rp = remote.rsplit(":", 1)
-        rows.append(TcpRow(family, _addr(la), int(lp, 16), _addr(ra), int(rp, 16), int(st, 16),
-                           int(queues.split(":")[1], 16), int(parts[9])))
+        rows.append(
+            TcpRow(
+                family,
+                _addr(la),
+                int(lp, 16),
+                _addr(ra),
+                int(rp, 16),
+                int(st, 16),
+                int(queues.split(":")[1], 16),
+                int(parts[9]),
+            )
+        )
     return rows
 
 

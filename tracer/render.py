@@ -79,9 +79,13 @@ def chain_lines(inc: dict, explain: bool = False) -> list[str]:
         lines.append(f"     fix: {inc['advice']}")
         unknown = inc.get("unknown")
         if isinstance(unknown, dict) and unknown:
-            lines.append("     unknown here: " + "; ".join(
-                f"{why}: {', '.join(f for f, w in unknown.items() if w == why)}"
-                for why in dict.fromkeys(unknown.values())))
+            lines.append(
+                "     unknown here: "
+                + "; ".join(
+                    f"{why}: {', '.join(f for f, w in unknown.items() if w == why)}"
+                    for why in dict.fromkeys(unknown.values())
+                )
+            )
     return lines
 
 
@@ -112,11 +116,12 @@ def summary(incidents: list[dict] | Counter, stats: dict, impacts: Counter | Non
     else:
         kinds = Counter(i["kind"] for i in incidents)
         impacts = Counter(i.get("impact", "unknown") for i in incidents)
-    lines = [f"{sum(kinds.values())} incident(s)" + (": " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
-                                                 if kinds else "")]
+    lines = [
+        f"{sum(kinds.values())} incident(s)"
+        + (": " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()) if kinds else "")
+    ]
     if impacts:
-        lines.append("impact on the other side: " + ", ".join(
-            f"{k} {impacts[k]}" for k in IMPACTS if impacts[k]))
+        lines.append("impact on the other side: " + ", ".join(f"{k} {impacts[k]}" for k in IMPACTS if impacts[k]))
     lines.append(
         f"events: {stats.get('emitted', 0)} received, {stats.get('lost', 0)} lost, "
         f"{stats.get('filtered', 0)} filtered in kernel, {stats.get('late', 0)} after their incident"

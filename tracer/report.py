@@ -60,15 +60,22 @@ def summarize(trace) -> dict:
     culprit = inc["culprit_comm"].astype(object).fillna("?")
     by_culprit = []
     for comm, g in inc.groupby(culprit, sort=False):
-        by_culprit.append({"comm": comm, "incidents": len(g), "bytes_discarded": int(g["bytes_discarded"].sum()),
-                           "pids": int(g["culprit_pid"].nunique())})
+        by_culprit.append(
+            {
+                "comm": comm,
+                "incidents": len(g),
+                "bytes_discarded": int(g["bytes_discarded"].sum()),
+                "pids": int(g["culprit_pid"].nunique()),
+            }
+        )
     by_culprit.sort(key=lambda d: (-d["bytes_discarded"], -d["incidents"], d["comm"]))
     seen = inc["victim_addr"].notna()
     by_victim = []
     victims = inc[seen]
     for comm, g in victims.groupby(victims["victim_comm"].astype(object).fillna("?"), sort=False):
-        by_victim.append({"comm": comm, "incidents": len(g), "pids": int(g["victim_pid"].nunique()),
-                          "fates": _count(fates[g.index])})
+        by_victim.append(
+            {"comm": comm, "incidents": len(g), "pids": int(g["victim_pid"].nunique()), "fates": _count(fates[g.index])}
+        )
     by_victim.sort(key=lambda d: (-d["incidents"], d["comm"]))
     ages = inc["close_wait_age_ns"].dropna().astype("int64").sort_values().tolist()
     times = inc["time"].dropna()
@@ -92,8 +99,13 @@ def summarize(trace) -> dict:
         "bytes_discarded": int(inc["bytes_discarded"].sum()),
         "signal_fates": _count(fates),
         "close_wait_ages_ns": {
-            "count": len(ages), "min": ages[0], "median": ages[len(ages) // 2], "max": ages[-1],
-        } if ages else None,
+            "count": len(ages),
+            "min": ages[0],
+            "median": ages[len(ages) // 2],
+            "max": ages[-1],
+        }
+        if ages
+        else None,
         "cross_host": int(inc["clock_skew_ns"].notna().sum()),
         "recorder": dict(stats),
         "warnings": list(trace.warnings),
@@ -110,9 +122,10 @@ def text(summary: dict, rows: list[dict]) -> list[str]:
     out = []
     for s in summary["sources"]:
         out.append(f"trace {s['label']}: host {s.get('host') or '?'}, kernel {s.get('kernel') or '?'}")
-    out.append(f"{summary['incidents']} incident(s), {summary['events']} event(s)"
-               + (f", {summary['first_incident']} .. {summary['last_incident']} UTC"
-                  if summary["first_incident"] else ""))
+    out.append(
+        f"{summary['incidents']} incident(s), {summary['events']} event(s)"
+        + (f", {summary['first_incident']} .. {summary['last_incident']} UTC" if summary["first_incident"] else "")
+    )
     if len(rows) < summary["incidents"]:
         out.append(f"  ({summary['incidents'] - len(rows)} earlier incident(s) not shown; --limit 0 shows all)")
     out += ["  " + incident_line(r) for r in rows]
@@ -120,23 +133,35 @@ def text(summary: dict, rows: list[dict]) -> list[str]:
     if summary.get("by_impact"):  # traces before 0.2 have no impact
         out.append("by impact on the other side: " + ", ".join(f"{k} {n}" for k, n in summary["by_impact"].items()))
     out.append("by culprit (bytes discarded, incidents, processes):")
-    out += [f"  {d['comm']}: {d['bytes_discarded']} bytes, {d['incidents']} incident(s), {d['pids']} pid(s)"
-            for d in summary["by_culprit"]] or ["  none"]
+    out += [
+        f"  {d['comm']}: {d['bytes_discarded']} bytes, {d['incidents']} incident(s), {d['pids']} pid(s)"
+        for d in summary["by_culprit"]
+    ] or ["  none"]
     out.append("by victim (incidents, fates):")
-    out += [f"  {d['comm']}: {d['incidents']} incident(s): "
-            + ", ".join(f"{f} {n}" for f, n in d["fates"].items()) for d in summary["by_victim"]] or ["  none"]
+    out += [
+        f"  {d['comm']}: {d['incidents']} incident(s): " + ", ".join(f"{f} {n}" for f, n in d["fates"].items())
+        for d in summary["by_victim"]
+    ] or ["  none"]
     out.append(f"bytes discarded: {summary['bytes_discarded']}")
     out.append("signal fates: " + (", ".join(f"{f} {n}" for f, n in summary["signal_fates"].items()) or "none"))
     ages = summary["close_wait_ages_ns"]
-    out.append("CLOSE_WAIT ages: " + (f"{ages['count']} socket(s), min {_secs(ages['min'])}, median "
-                                      f"{_secs(ages['median'])}, max {_secs(ages['max'])}"
-                                      if ages else "none in this trace"))
+    out.append(
+        "CLOSE_WAIT ages: "
+        + (
+            f"{ages['count']} socket(s), min {_secs(ages['min'])}, median "
+            f"{_secs(ages['median'])}, max {_secs(ages['max'])}"
+            if ages
+            else "none in this trace"
+        )
+    )
     if summary["cross_host"]:
         out.append(f"cross-host incidents (merged): {summary['cross_host']}")
     rec = summary["recorder"]
     if rec:
-        out.append(f"recorder: {rec.get('emitted', 0)} events received, {rec.get('lost', 0)} lost, "
-                   f"{rec.get('filtered', 0)} filtered in kernel")
+        out.append(
+            f"recorder: {rec.get('emitted', 0)} events received, {rec.get('lost', 0)} lost, "
+            f"{rec.get('filtered', 0)} filtered in kernel"
+        )
     return out
 
 

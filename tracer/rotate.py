@@ -40,8 +40,10 @@ class Limits:
         if self.max_file_size < 4096:
             raise ValueError("the file size limit must be at least 4096 bytes (a header is ~600)")
         if self.max_total_size and self.max_total_size < 2 * self.max_file_size:
-            raise ValueError("the total size cap must be at least twice the file size limit "
-                             "(the file being written is never removed)")
+            raise ValueError(
+                "the total size cap must be at least twice the file size limit "
+                "(the file being written is never removed)"
+            )
         if self.max_age_s < 0:
             raise ValueError("the age limit must not be negative")
 
@@ -50,9 +52,16 @@ class RotatingWriter:
     """`head()` gives the header of each new file (a fresh one per file: its own trace id).
     `on_note` receives one line per removal or rotation problem (the service logs them)."""
 
-    def __init__(self, directory: Path, head: Callable[[], dict], limits: Limits,
-                 prefix: str = "rsttrace", on_note: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        head: Callable[[], dict],
+        limits: Limits,
+        prefix: str = "rsttrace",
+        on_note: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         limits.check()
         self.dir = Path(directory)
         self.head = head
@@ -202,8 +211,7 @@ class RotatingWriter:
         if self.writer is not None:
             if final is not None:
                 n = len(dumps(final).encode()) + 1
-                if not self.writer.failed and self.writer.good + n > self.limits.max_file_size \
-                        and self._has_records():
+                if not self.writer.failed and self.writer.good + n > self.limits.max_file_size and self._has_records():
                     try:
                         self.rotate()
                     except Exception:  # noqa: BLE001 - the summary goes where it can

@@ -77,15 +77,12 @@ def build_workloads(cache_dir: Path | None = None) -> Path:
         compiler = shutil.which(cc)
         if compiler is None:
             raise RuntimeError(
-                f"C compiler {cc!r} not found in PATH: install gcc (or set CC) "
-                "to build the rsttrace workloads"
+                f"C compiler {cc!r} not found in PATH: install gcc (or set CC) to build the rsttrace workloads"
             )
         # Build under a private name and rename, so a concurrent build or run
         # never sees a half-written binary.
         tmp = out / f".{name}.{os.getpid()}.tmp"
-        proc = subprocess.run(
-            [compiler, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True
-        )
+        proc = subprocess.run([compiler, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True)
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"{cc} failed to compile {src}:\n{proc.stderr}")
@@ -159,9 +156,7 @@ class Netns:
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace to completion; raise if it fails."""
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True
-        )
+        proc = subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True)
         if proc.returncode != 0:
             raise WorkloadError(f"{' '.join(argv)} in {self.name} failed: {proc.stderr.strip()}")
         return proc
@@ -174,9 +169,7 @@ class Netns:
         for header, values in zip(lines[::2], lines[1::2]):
             group, *names = header.split()
             _, *numbers = values.split()
-            counters.update(
-                {f"{group.rstrip(':')}.{n}": int(v) for n, v in zip(names, numbers)}
-            )
+            counters.update({f"{group.rstrip(':')}.{n}": int(v) for n, v in zip(names, numbers)})
         return counters
 
 
@@ -222,8 +215,7 @@ class Hosts:
     def _plug(self) -> None:
         # Created inside A with its peer born in B, so the interface names
         # never exist in (or clash within) the root namespace.
-        _ip("-n", self.a.name, "link", "add", "veth-a", "type", "veth",
-            "peer", "name", "veth-b", "netns", self.b.name)
+        _ip("-n", self.a.name, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b", "netns", self.b.name)
         for ns, dev, addr, addr6 in (
             (self.a, "veth-a", self.addr_a, self.addr6_a),
             (self.b, "veth-b", self.addr_b, self.addr6_b),
@@ -487,9 +479,7 @@ def unread_close(
         return run.finish("unread_close", bytes_unread)
 
 
-def clean_close(
-    ns: Netns, mode: str = "readall", send: int = 1000, port: int | None = None
-) -> ScenarioResult:
+def clean_close(ns: Netns, mode: str = "readall", send: int = 1000, port: int | None = None) -> ScenarioResult:
     """The server reads everything ("readall") or does a lingering close; no reset at all.
 
     For "lingering" the client writes twice into the half-closed connection
@@ -503,9 +493,7 @@ def clean_close(
         writes = 2
     else:
         raise ValueError(f"clean_close mode must be 'readall' or 'lingering', not {mode!r}")
-    with _connected(
-        ns, ns, "127.0.0.1", port, server_args, ["--send", send, "--writes", writes]
-    ) as run:
+    with _connected(ns, ns, "127.0.0.1", port, server_args, ["--send", send, "--writes", writes]) as run:
         run.server.send("close")
         if mode == "readall":
             run.server.expect("read")
@@ -537,8 +525,9 @@ TCP_CLOSE_WAIT = 0x08
 
 def _reset_then_write(ns: Netns, mode: str, name: str, send: int, port: int | None) -> ScenarioResult:
     """The server closes the `mode` way, which resets the connection; the client writes on."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send],
-                    ["--send", send, "--writes", 3]) as run:
+    with _connected(
+        ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send], ["--send", send, "--writes", 3]
+    ) as run:
         run.server.send("close")
         run.server.expect("closed")
         run.wait_reset_received()
@@ -551,13 +540,15 @@ def linger_zero(ns: Netns, send: int = 1000, port: int | None = None) -> Scenari
     return _reset_then_write(ns, "linger0", "linger_zero", send, port)
 
 
-def killed_server(ns: Netns, sig: int = signal.SIGKILL, unread: bool = False, send: int = 1000,
-                  port: int | None = None) -> ScenarioResult:
+def killed_server(
+    ns: Netns, sig: int = signal.SIGKILL, unread: bool = False, send: int = 1000, port: int | None = None
+) -> ScenarioResult:
     """The server is killed while holding the connection (data read, or left unread), then the
     client writes: RST from the orphan/TIME_WAIT socket (read) or the abort (unread)."""
     mode = "hold" if unread else "readhold"
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send],
-                    ["--send", send, "--writes", 3]) as run:
+    with _connected(
+        ns, ns, "127.0.0.1", port, ["--mode", mode, "--expect", send], ["--send", send, "--writes", 3]
+    ) as run:
         run.server.expect("holding")
         os.kill(run.server.pid, sig)
         server_rc = run.server.wait()
@@ -578,13 +569,27 @@ def linger2_abort(ns: Netns, send: int = 1000, port: int | None = None) -> Scena
 def destroyed(ns: Netns, send: int = 1000, port: int | None = None) -> tuple[ScenarioResult, int]:
     """`ss -K` destroys the server's socket (tcp_abort): the client gets the RST, the server's
     next recv ECONNABORTED. Returns the result and the pid of `ss`."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "readhold", "--expect", send],
-                    ["--send", send, "--writes", 3]) as run:
+    with _connected(
+        ns, ns, "127.0.0.1", port, ["--mode", "readhold", "--expect", send], ["--send", send, "--writes", 3]
+    ) as run:
         run.server.expect("holding")
         ss = subprocess.Popen(
-            ["ip", "netns", "exec", ns.name, "ss", "-K", "-t", "state", "established",
-             f"( sport = :{run.server_port} and dport = :{run.client_port} )"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns.name,
+                "ss",
+                "-K",
+                "-t",
+                "state",
+                "established",
+                f"( sport = :{run.server_port} and dport = :{run.client_port} )",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         out, _ = ss.communicate(timeout=TIMEOUT)
         if ss.returncode != 0:
             raise WorkloadError(f"ss -K failed ({ss.returncode}): {out}")
@@ -613,7 +618,8 @@ def half_close(ns: Netns, send: int = 1000, port: int | None = None) -> Scenario
         server = stack.enter_context(Proc(ns, [bins / "rst_server", str(port or 0), "--mode", "drain"]))
         server_port = int(server.expect("listening").split()[1])
         client = stack.enter_context(
-            Proc(ns, [bins / "rst_client", "127.0.0.1", str(server_port), "--send", str(send), "--shutdown"]))
+            Proc(ns, [bins / "rst_client", "127.0.0.1", str(server_port), "--send", str(send), "--shutdown"])
+        )
         connected = client.expect("connected")
         server.expect("accepted")
         server.send("close")
@@ -622,16 +628,28 @@ def half_close(ns: Netns, send: int = 1000, port: int | None = None) -> Scenario
         client_rc = client.wait()
         server.send("exit")
         server_rc = server.wait()
-        return ScenarioResult("half_close", server.pid, client.pid, server_port, _field(connected, "sport"),
-                              ns.inode, list(server.lines), list(client.lines), client_rc, server_rc, 0)
+        return ScenarioResult(
+            "half_close",
+            server.pid,
+            client.pid,
+            server_port,
+            _field(connected, "sport"),
+            ns.inode,
+            list(server.lines),
+            list(client.lines),
+            client_rc,
+            server_rc,
+            0,
+        )
 
 
 @contextlib.contextmanager
 def close_wait(ns: Netns, send: int = 1000, port: int | None = None) -> Iterator[_Run]:
     """The client sends and closes; the server never closes: its socket sits in CLOSE_WAIT with
     `send` unread bytes until the caller sends "close" to run.server."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "hold", "--expect", send],
-                    ["--send", send, "--writes", 0]) as run:
+    with _connected(
+        ns, ns, "127.0.0.1", port, ["--mode", "hold", "--expect", send], ["--send", send, "--writes", 0]
+    ) as run:
         run.server.expect("holding")
         run.client.send("go")
         run.client.expect("done")
@@ -643,8 +661,13 @@ def _iptables(ns: Netns, *rule: str) -> None:
     ns.run("iptables", "-w", *rule)
 
 
-def peer_timeout(hosts: Hosts, keepalive: bool, send: int = 1000, port: int | None = None,
-                 before_cleanup: Callable[[], object] | None = None) -> ScenarioResult:
+def peer_timeout(
+    hosts: Hosts,
+    keepalive: bool,
+    send: int = 1000,
+    port: int | None = None,
+    before_cleanup: Callable[[], object] | None = None,
+) -> ScenarioResult:
     """B goes silent (every packet to it dropped) while A's client holds the connection.
 
     keepalive: the idle client blocks in recv with keepalive 1 s/1 s/3 probes and gets ETIMEDOUT
@@ -656,8 +679,7 @@ def peer_timeout(hosts: Hosts, keepalive: bool, send: int = 1000, port: int | No
         client_args: list[object] = ["--send", send, "--recv", "--keepalive", "1,1,3"]
     else:
         client_args = ["--send", send, "--writes", 40, "--gap-ms", 250, "--user-timeout", 3000]
-    with _connected(hosts.b, hosts.a, hosts.addr_b, port, ["--mode", "readhold", "--expect", send],
-                    client_args) as run:
+    with _connected(hosts.b, hosts.a, hosts.addr_b, port, ["--mode", "readhold", "--expect", send], client_args) as run:
         run.server.expect("holding")
         _iptables(hosts.b, "-A", "INPUT", "-j", "DROP")
         run.client.send("go")
@@ -674,8 +696,14 @@ def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> Sce
     address and no socket; A's client writes on: RST from no socket, ECONNRESET, EPIPE."""
     # A gap between writes: the first one after the reboot waits for address resolution on
     # the new link, and the next must not be sent before the RST it draws has arrived.
-    with _connected(hosts.b, hosts.a, hosts.addr_b, port, ["--mode", "readhold", "--expect", send],
-                    ["--send", send, "--writes", 3, "--gap-ms", 100]) as run:
+    with _connected(
+        hosts.b,
+        hosts.a,
+        hosts.addr_b,
+        port,
+        ["--mode", "readhold", "--expect", send],
+        ["--send", send, "--writes", 3, "--gap-ms", 100],
+    ) as run:
         run.server.expect("holding")
         hosts.reboot_b()
         server_rc = run.server.wait()
@@ -688,8 +716,9 @@ def crash_reboot(hosts: Hosts, send: int = 1000, port: int | None = None) -> Sce
 def write_after_close(ns: Netns, send: int = 1000, port: int | None = None) -> ScenarioResult:
     """The server reads everything and closes normally (FIN); the client writes on anyway: the
     server's TIME_WAIT socket answers with RST, the client gets EPIPE and SIGPIPE."""
-    with _connected(ns, ns, "127.0.0.1", port, ["--mode", "readall", "--expect", send],
-                    ["--send", send, "--writes", 3]) as run:
+    with _connected(
+        ns, ns, "127.0.0.1", port, ["--mode", "readall", "--expect", send], ["--send", send, "--writes", 3]
+    ) as run:
         run.server.send("close")
         run.server.expect("closed")
         _wait_state(run.client.pid, run.client_port, run.server_port, TCP_CLOSE_WAIT)

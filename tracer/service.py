@@ -139,8 +139,14 @@ class Service:
 
             self.metrics = Metrics(top_n=self.opts.metrics_top_n)
         session = self.session = Session(self.cfg)
-        session.sinks = Sinks(on_incident=self._incident, on_lost=self._lost, on_record=self._record,
-                              on_note=self.note, on_flush=self._flush, on_event=self._event)
+        session.sinks = Sinks(
+            on_incident=self._incident,
+            on_lost=self._lost,
+            on_record=self._record,
+            on_note=self.note,
+            on_flush=self._flush,
+            on_event=self._event,
+        )
         session.install_signal_handlers()
         signal.signal(signal.SIGHUP, self._on_hup)
         try:
@@ -161,10 +167,12 @@ class Service:
                     self.metrics.serve(host, port)
                 except OSError as e:
                     raise OutputFailed(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
-            self.writer = RotatingWriter(directory, self._head, self.opts.limits, prefix=PREFIX,
-                                         on_note=self.note)
-            where = f"; metrics on http://{self.opts.metrics_addr[0]}:{self.opts.metrics_addr[1]}/metrics" \
-                if self.metrics else ""
+            self.writer = RotatingWriter(directory, self._head, self.opts.limits, prefix=PREFIX, on_note=self.note)
+            where = (
+                f"; metrics on http://{self.opts.metrics_addr[0]}:{self.opts.metrics_addr[1]}/metrics"
+                if self.metrics
+                else ""
+            )
             self.note(f"rsttrace service: tracing ({session.plan.name} plan), writing {directory}{where}")
             try:
                 session.run()
@@ -192,9 +200,11 @@ class Service:
             raise KernelSideFailed(f"rsttrace service: the kernel side failed: {kernel_error}")
         if self.failure is not None:
             raise self.failure
-        self.note(f"rsttrace service: stopped; {self.incidents} incident(s), events: "
-                  f"{stats.get('emitted', 0)} emitted, {stats.get('lost', 0)} lost; "
-                  f"{self.writer.rotations} rotation(s), {self.writer.removed} old file(s) removed")
+        self.note(
+            f"rsttrace service: stopped; {self.incidents} incident(s), events: "
+            f"{stats.get('emitted', 0)} emitted, {stats.get('lost', 0)} lost; "
+            f"{self.writer.rotations} rotation(s), {self.writer.removed} old file(s) removed"
+        )
         return 0
 
     def _flush_final(self) -> None:
@@ -208,4 +218,3 @@ class Service:
 
     def _on_hup(self, _sig, _frame) -> None:
         self.hup = True
-

@@ -57,10 +57,20 @@ class Address(click.ParamType):
 
 
 def _metrics_options(f):
-    f = click.option("--metrics-top-n", default=10, show_default=True, type=click.IntRange(1, 1000),
-                     help="Command names with a series of their own per label (the rest: other).")(f)
-    f = click.option("--metrics", "metrics_addr", type=Address(), metavar="[ADDR]:PORT",
-                     help="Serve OpenMetrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1).")(f)
+    f = click.option(
+        "--metrics-top-n",
+        default=10,
+        show_default=True,
+        type=click.IntRange(1, 1000),
+        help="Command names with a series of their own per label (the rest: other).",
+    )(f)
+    f = click.option(
+        "--metrics",
+        "metrics_addr",
+        type=Address(),
+        metavar="[ADDR]:PORT",
+        help="Serve OpenMetrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1).",
+    )(f)
     return f
 
 
@@ -72,15 +82,35 @@ def register(group: click.Group) -> None:
 
     @group.command("service")
     @_trace_options
-    @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-                  default=Path("/var/log/rsttrace"), show_default=True,
-                  help="Directory of the trace files (created 0750).")
-    @click.option("--max-file-size", default="64M", show_default=True, type=Size(),
-                  help="Start a new file before one grows past this size.")
-    @click.option("--max-age", default="1h", show_default=True, type=Duration(),
-                  help="Start a new file after this long (0: no age limit).")
-    @click.option("--max-total-size", default="1G", show_default=True, type=Size(),
-                  help="Remove the oldest files to keep the directory under this (0: no cap).")
+    @click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/var/log/rsttrace"),
+        show_default=True,
+        help="Directory of the trace files (created 0750).",
+    )
+    @click.option(
+        "--max-file-size",
+        default="64M",
+        show_default=True,
+        type=Size(),
+        help="Start a new file before one grows past this size.",
+    )
+    @click.option(
+        "--max-age",
+        default="1h",
+        show_default=True,
+        type=Duration(),
+        help="Start a new file after this long (0: no age limit).",
+    )
+    @click.option(
+        "--max-total-size",
+        default="1G",
+        show_default=True,
+        type=Size(),
+        help="Remove the oldest files to keep the directory under this (0: no cap).",
+    )
     @_metrics_options
     def service(directory, max_file_size, max_age, max_total_size, metrics_addr, metrics_top_n, **opts):
         """Trace unattended (systemd): rotating JSONL files in --dir, OpenMetrics on --metrics,
@@ -100,8 +130,13 @@ def register(group: click.Group) -> None:
 
     @group.command("top")
     @_trace_options
-    @click.option("--window", default=5, show_default=True, type=click.IntRange(1, 300),
-                  help="Incidents per second: the mean over this many seconds.")
+    @click.option(
+        "--window",
+        default=5,
+        show_default=True,
+        type=click.IntRange(1, 300),
+        help="Incidents per second: the mean over this many seconds.",
+    )
     @_metrics_options
     def top(window, metrics_addr, metrics_top_n, **opts):
         """A live overview for reset storms, redrawn every second: q or Ctrl-C quits."""

@@ -77,8 +77,9 @@ class Session:
         self.wall_offset_ns = clocks()["wall_offset_ns"]
         self._cgroups = CgroupPaths()
         self._cgroups_recorded: set[int] = set()
-        self.correlator = Correlator(settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners(),
-                                     cgroup_path=self._cgroup_path)
+        self.correlator = Correlator(
+            settle_ns=int(self.config.settle_s * 1e9), owner_of=SocketOwners(), cgroup_path=self._cgroup_path
+        )
         self.cwait: CloseWaitWatch | None = None
         self._cwait_next_scan = 0
         self._cwait_next_count = 0
@@ -113,9 +114,12 @@ class Session:
         """Follow CLOSE_WAIT (unless disabled): note what is in it already."""
         if not self.config.close_wait_s:
             return
-        self.cwait = CloseWaitWatch(threshold_ns=int(self.config.close_wait_s * 1e9),
-                                    report=self._report_close_wait, forget=self._forget_close_wait,
-                                    netns_filter=self.config.filters.netns)
+        self.cwait = CloseWaitWatch(
+            threshold_ns=int(self.config.close_wait_s * 1e9),
+            report=self._report_close_wait,
+            forget=self._forget_close_wait,
+            netns_filter=self.config.filters.netns,
+        )
         self.cwait.start(time.monotonic_ns())
 
     def _report_close_wait(self, o: Overdue, now_ns: int) -> None:
@@ -134,11 +138,26 @@ class Session:
         # replay of the trace gives the same incidents.
         flags = (["preexisting"] if o.preexisting else []) + (["noage"] if o.since_ns is None else [])
         pid, comm = o.owner or (0, "")
-        self._take(Event(ts_ns=now_ns, kind="cwait_overdue", pid=pid, tid=pid, comm=comm, ino=o.ino,
-                         netns=o.netns, family=row.family, laddr=row.laddr, lport=row.lport,
-                         raddr=row.raddr, rport=row.rport, state="CLOSE_WAIT",
-                         bytes=max(row.rx_queue - 1, 0), flags=flags,
-                         span_ms=0 if o.since_ns is None else (now_ns - o.since_ns) // 1_000_000))
+        self._take(
+            Event(
+                ts_ns=now_ns,
+                kind="cwait_overdue",
+                pid=pid,
+                tid=pid,
+                comm=comm,
+                ino=o.ino,
+                netns=o.netns,
+                family=row.family,
+                laddr=row.laddr,
+                lport=row.lport,
+                raddr=row.raddr,
+                rport=row.rport,
+                state="CLOSE_WAIT",
+                bytes=max(row.rx_queue - 1, 0),
+                flags=flags,
+                span_ms=0 if o.since_ns is None else (now_ns - o.since_ns) // 1_000_000,
+            )
+        )
 
     def _forget_close_wait(self, ino: int) -> None:
         try:
@@ -155,8 +174,10 @@ class Session:
             self.cwait.sweep(now_ns)
             if self.cwait.diag_error and not self._cwait_diag_noted and self.sinks.on_note:
                 self._cwait_diag_noted = True
-                self.sinks.on_note(f"CLOSE_WAIT: {self.cwait.diag_error}; read /proc/PID/net/tcp "
-                                   "instead (ages count from when first seen)")
+                self.sinks.on_note(
+                    f"CLOSE_WAIT: {self.cwait.diag_error}; read /proc/PID/net/tcp "
+                    "instead (ages count from when first seen)"
+                )
         every = int(self.config.close_wait_every_s * 1e9)
         if not self._cwait_next_count:
             self._cwait_next_count = now_ns + every
@@ -169,16 +190,23 @@ class Session:
     def _close_wait_counts(self, counts, now_ns: int) -> None:
         from .render import seconds
 
-        rec = {"type": "close_wait_count", "ts_ns": now_ns, "owners": [
-            {"pid": o[0] if o else None, "comm": o[1] if o else None, "sockets": n, "oldest_ns": age}
-            for o, n, age in counts]}
+        rec = {
+            "type": "close_wait_count",
+            "ts_ns": now_ns,
+            "owners": [
+                {"pid": o[0] if o else None, "comm": o[1] if o else None, "sockets": n, "oldest_ns": age}
+                for o, n, age in counts
+            ],
+        }
         if self.sinks.on_record:
             self.sinks.on_record(rec)
         if self.sinks.on_note:
             for o, n, age in counts:
                 who = f"{o[1]}[{o[0]}]" if o else "?"
-                self.sinks.on_note(f"CLOSE_WAIT: {who} holds {n} socket(s) past the threshold"
-                                   f" (oldest {seconds(age) if age else 'from before tracing'})")
+                self.sinks.on_note(
+                    f"CLOSE_WAIT: {who} holds {n} socket(s) past the threshold"
+                    f" (oldest {seconds(age) if age else 'from before tracing'})"
+                )
 
     def _write_filters(self) -> None:
         f = self.config.filters
@@ -207,6 +235,7 @@ class Session:
         # Explicitly: a process started from a background shell inherits SIGINT ignored.
         def stop(_sig, _frame):
             self.exiting = True
+
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGHUP, stop)  # terminal gone: still complete the -o file
@@ -242,7 +271,7 @@ class Session:
         # (entry.name would stop at the first NUL: the names are NUL-padded slots.)
         raw = ctypes.string_at(ctypes.addressof(entry), ctypes.sizeof(entry))
         size = CGNAME_LEN
-        names = [raw[i:i + size].split(b"\0", 1)[0].decode(errors="replace") for i in range(0, len(raw), size)]
+        names = [raw[i : i + size].split(b"\0", 1)[0].decode(errors="replace") for i in range(0, len(raw), size)]
         return path_from_names(names) if any(names) else None
 
     def _take(self, ev: Event) -> None:

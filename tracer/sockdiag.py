@@ -71,8 +71,7 @@ def _addr(raw: bytes, af: int) -> str:
 
 def request(af: int, states: int, seq: int = 1) -> bytes:
     body = _REQ.pack(af, IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), states)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
-                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
 def parse_msg(payload: bytes) -> TcpRow:
@@ -86,13 +85,22 @@ def parse_msg(payload: bytes) -> TcpRow:
         alen, atype = _RTATTR.unpack_from(payload, off)
         if alen < _RTATTR.size:
             break
-        data = payload[off + _RTATTR.size:off + alen]
+        data = payload[off + _RTATTR.size : off + alen]
         if atype == INET_DIAG_INFO and len(data) >= _TCPI_TIMES_AT + _TCPI_TIMES.size:
             data_sent, _ack_sent, data_recv, ack_recv = _TCPI_TIMES.unpack_from(data, _TCPI_TIMES_AT)
             idle = min(data_sent, data_recv, ack_recv)
         off += (alen + 3) & ~3
-    return TcpRow("ipv4" if af == socket.AF_INET else "ipv6", _addr(src, af), sport,
-                      _addr(dst, af), dport, state, rqueue, ino, idle)
+    return TcpRow(
+        "ipv4" if af == socket.AF_INET else "ipv6",
+        _addr(src, af),
+        sport,
+        _addr(dst, af),
+        dport,
+        state,
+        rqueue,
+        ino,
+        idle,
+    )
 
 
 def parse_dump(chunks: list[bytes]) -> tuple[list[TcpRow], bool]:
@@ -104,7 +112,7 @@ def parse_dump(chunks: list[bytes]) -> tuple[list[TcpRow], bool]:
             length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, off)
             if length < _NLMSGHDR.size or off + length > len(buf):
                 raise DiagUnavailable("sock_diag: truncated reply")
-            payload = buf[off + _NLMSGHDR.size:off + length]
+            payload = buf[off + _NLMSGHDR.size : off + length]
             if mtype == NLMSG_DONE:
                 return out, True
             if mtype == NLMSG_ERROR:

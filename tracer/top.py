@@ -109,7 +109,7 @@ class TopModel:
 
     @staticmethod
     def _forget(table: dict) -> None:
-        keep = sorted(table.items(), key=lambda kv: kv[1].incidents, reverse=True)[:MAX_PROCS // 2]
+        keep = sorted(table.items(), key=lambda kv: kv[1].incidents, reverse=True)[: MAX_PROCS // 2]
         table.clear()
         table.update(keep)
 
@@ -142,21 +142,27 @@ class TopModel:
         rates = self.rates(now_ns)
         return {
             "up_s": max(now_ns - self.started_ns, 0) / NS if self.started_ns else 0.0,
-            "total": self.total, "lost": self.lost, "bytes": self.bytes,
-            "sigpipe_deaths": self.sigpipe_deaths, "window_s": self.window_s,
+            "total": self.total,
+            "lost": self.lost,
+            "bytes": self.bytes,
+            "sigpipe_deaths": self.sigpipe_deaths,
+            "window_s": self.window_s,
             "rate": sum(rates.values()),
-            "kinds": sorted(((k, rates.get(k, 0.0), n) for k, n in self.kinds.items()),
-                            key=lambda r: (-r[1], -r[2], r[0])),
-            "culprits": self.top(self.culprits), "victims": self.top(self.victims),
+            "kinds": sorted(
+                ((k, rates.get(k, 0.0), n) for k, n in self.kinds.items()), key=lambda r: (-r[1], -r[2], r[0])
+            ),
+            "culprits": self.top(self.culprits),
+            "victims": self.top(self.victims),
             "close_wait": self.close_wait_owners(now_ns),
         }
 
 
 # -- drawing ---------------------------------------------------------------------------------
 
+
 def _who(pid, comm: str, width: int = 18) -> str:
     text = f"{comm}[{pid}]" if pid is not None else comm
-    return text if len(text) <= width else text[:width - 1] + "~"
+    return text if len(text) <= width else text[: width - 1] + "~"
 
 
 def _bytes(n: int) -> str:
@@ -177,15 +183,30 @@ def _age(ns: int) -> str:
 
 
 def _table(title: str, columns: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
-              show_edge=False, expand=True, title_style="bold")
+    t = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        show_edge=False,
+        expand=True,
+        title_style="bold",
+    )
     for i, (name, justify) in enumerate(columns):
         # The first column (a name) takes what is left; the numbers get their header's width.
         if i == 0:
             t.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", ratio=1)
         else:
-            t.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", ratio=None,
-                         min_width=max(len(name), 4), max_width=max(len(name), 4))
+            t.add_column(
+                name,
+                justify=justify,
+                no_wrap=True,
+                overflow="ellipsis",
+                ratio=None,
+                min_width=max(len(name), 4),
+                max_width=max(len(name), 4),
+            )
     return t
 
 
@@ -201,9 +222,11 @@ def render(snap: dict, note: str = "") -> Group:
         ("rsttrace top", "bold"),
         f"  {snap['total']} incidents, {snap['rate']:.1f}/s  bytes discarded {_bytes(snap['bytes'])}"
         f"  SIGPIPE deaths {snap['sigpipe_deaths']}  lost ",
-        (str(snap["lost"]), "bold red" if snap["lost"] else ""), no_wrap=True, overflow="ellipsis")
-    kinds = _table(f"incidents/s (last {snap['window_s']}s)", [("kind", "left"), ("/s", "right"),
-                                                               ("total", "right")])
+        (str(snap["lost"]), "bold red" if snap["lost"] else ""),
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    kinds = _table(f"incidents/s (last {snap['window_s']}s)", [("kind", "left"), ("/s", "right"), ("total", "right")])
     for k, rate, n in snap["kinds"][:ROWS]:
         kinds.add_row(k, f"{rate:.1f}", str(n))
     cw = _table("CLOSE_WAIT owners", [("owner", "left"), ("sockets", "right"), ("oldest", "right")])
@@ -222,6 +245,7 @@ def render(snap: dict, note: str = "") -> Group:
 
 
 # -- the live command ------------------------------------------------------------------------
+
 
 class _Keys:
     """q from a terminal's stdin, read in cbreak mode by a thread; restored on stop."""
@@ -303,8 +327,7 @@ def run_top(cfg, refresh_s: float = 1.0, window_s: int = 5, metrics=None, metric
             metrics.serve(*metrics_addr)
         except OSError as e:
             session.stop()
-            raise RsttraceError(f"cannot serve metrics on {metrics_addr[0]}:{metrics_addr[1]}: {e.strerror}") \
-                from None
+            raise RsttraceError(f"cannot serve metrics on {metrics_addr[0]}:{metrics_addr[1]}: {e.strerror}") from None
     keys = _Keys(lambda: setattr(session, "exiting", True))
     try:
         keys.start()
@@ -320,6 +343,10 @@ def run_top(cfg, refresh_s: float = 1.0, window_s: int = 5, metrics=None, metric
         if metrics is not None:
             metrics.shutdown()
     # What was on screen, left on the terminal (the alternate screen is gone).
-    console.print(render(model.snapshot(time.monotonic_ns()), f"{model.total} incident(s); "
-                         f"{getattr(session, 'final_stats', {}).get('lost', model.lost)} event(s) lost"))
+    console.print(
+        render(
+            model.snapshot(time.monotonic_ns()),
+            f"{model.total} incident(s); {getattr(session, 'final_stats', {}).get('lost', model.lost)} event(s) lost",
+        )
+    )
     return 0

@@ -21,8 +21,10 @@ TRACEPOINT_GROUPS = {
     "sys_exit": "raw_syscalls",
 }
 
-_FIELD = re.compile(r"^\s*field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
-                    r"\s*signed:(?P<signed>\d+);")
+_FIELD = re.compile(
+    r"^\s*field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
+    r"\s*signed:(?P<signed>\d+);"
+)
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->(\w+),\s*((?:\{\s*[^{}]+\}\s*,?\s*)+)\)")
 _PAIR = re.compile(r"\{\s*([^,{}]+?)\s*,\s*\"([^\"]*)\"\s*\}")
 
@@ -98,8 +100,16 @@ def parse(text: str, origin: str = "<format>") -> TpFormat:
             m = _FIELD.match(line)
             if m:
                 ctype, fname = _split_decl(m.group("decl"))
-                fields.append(Field(fname, ctype, int(m.group("off")), int(m.group("size")),
-                                    m.group("signed") == "1", common and fname.startswith("common_")))
+                fields.append(
+                    Field(
+                        fname,
+                        ctype,
+                        int(m.group("off")),
+                        int(m.group("size")),
+                        m.group("signed") == "1",
+                        common and fname.startswith("common_"),
+                    )
+                )
     if name is None or ident is None or not fields:
         raise FormatError(f"{origin}: not a tracepoint format file")
     return TpFormat(name, ident, fields, fmt)

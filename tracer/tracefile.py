@@ -24,6 +24,7 @@ try:  # Every incident (and with -o every event) is written as JSON: orjson take
 
     _loads = _orjson.loads
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd installs working
+
     def dumps(obj) -> str:
         """One compact JSON line (no newline)."""
         return json.dumps(obj, separators=(",", ":"))
@@ -31,7 +32,9 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd
     def _loads(data):
         def refuse(name):
             raise ValueError(f"{name} is not valid JSON")
+
         return json.loads(data, parse_constant=refuse)
+
 
 FORMAT = "rsttrace"
 # 2: the header carries the clocks (boot time, boot id) and a trace id, for wall-clock
@@ -78,9 +81,16 @@ def header(plan: dict | None, filters: dict, wall_offset_ns: int | None = None) 
     if wall_offset_ns is not None:
         clk["wall_offset_ns"] = wall_offset_ns
     return {
-        "type": "header", "format": FORMAT, "version": VERSION,
-        "kernel": platform.release(), "host": platform.node(), "plan": plan,
-        "filters": filters, **clk, "boot_id": _boot_id(), "trace_id": uuid.uuid4().hex,
+        "type": "header",
+        "format": FORMAT,
+        "version": VERSION,
+        "kernel": platform.release(),
+        "host": platform.node(),
+        "plan": plan,
+        "filters": filters,
+        **clk,
+        "boot_id": _boot_id(),
+        "trace_id": uuid.uuid4().hex,
     }
 
 
@@ -88,12 +98,23 @@ def recordings(head: dict, path: Path) -> list[dict]:
     """The recordings a trace holds, as `sources` entries: one, or several for a merged trace
     (whose events and incidents say which with `src`)."""
     if head.get("sources"):
-        return [dict(s, file=s.get("file") or str(path), label=s.get("label") or Path(s.get("file") or path).name)
-                for s in head["sources"]]
-    return [{"label": Path(path).name, "file": str(path), "host": head.get("host"),
-             "kernel": head.get("kernel"), "version": head.get("version"),
-             "wall_offset_ns": head.get("wall_offset_ns") or None, "boot_id": head.get("boot_id"),
-             "trace_id": head.get("trace_id"), "filters": head.get("filters")}]
+        return [
+            dict(s, file=s.get("file") or str(path), label=s.get("label") or Path(s.get("file") or path).name)
+            for s in head["sources"]
+        ]
+    return [
+        {
+            "label": Path(path).name,
+            "file": str(path),
+            "host": head.get("host"),
+            "kernel": head.get("kernel"),
+            "version": head.get("version"),
+            "wall_offset_ns": head.get("wall_offset_ns") or None,
+            "boot_id": head.get("boot_id"),
+            "trace_id": head.get("trace_id"),
+            "filters": head.get("filters"),
+        }
+    ]
 
 
 class TraceWriter:
@@ -215,8 +236,9 @@ _I32 = (-(1 << 31), (1 << 31) - 1)
 # Event fields and the integer range of their column (tracer/frame.py types them so).
 # From the one schema of an event (tracer/events.py EVENT_COLUMNS), plus `src` (merge's).
 _RANGES = {"int64": _I64, "int32": _I32, "uint64": _U64}
-EVENT_INT_RANGES = {k: (EVENT_MINIMUM.get(k, _RANGES[t][0]), _RANGES[t][1])
-                    for k, t in EVENT_COLUMNS.items() if t in _RANGES} | {"src": (0, _I32[1])}
+EVENT_INT_RANGES = {
+    k: (EVENT_MINIMUM.get(k, _RANGES[t][0]), _RANGES[t][1]) for k, t in EVENT_COLUMNS.items() if t in _RANGES
+} | {"src": (0, _I32[1])}
 EVENT_STR_FIELDS = tuple(k for k, t in EVENT_COLUMNS.items() if t == "string")
 
 
@@ -351,8 +373,7 @@ def check_header(path: Path, rec: object) -> dict:
     if type(version) is not int or version < 1:
         raise BadTrace(f"{path}:1: trace header has no valid format version ({_short(version)})")
     if version not in READABLE:
-        raise BadTrace(f"{path}:1: trace format version {version} is newer than this "
-                       f"rsttrace understands ({VERSION})")
+        raise BadTrace(f"{path}:1: trace format version {version} is newer than this rsttrace understands ({VERSION})")
     try:
         _walk(rec)
         for name in ("host", "kernel", "boot_id", "trace_id"):
@@ -475,8 +496,9 @@ class Reader:
 
     def finish(self) -> None:
         if self.bad > MAX_BAD_SHOWN:
-            self.warnings.append(f"{self.path}: {self.bad} bad line(s) skipped in all "
-                                 f"({self.bad - MAX_BAD_SHOWN} more not named)")
+            self.warnings.append(
+                f"{self.path}: {self.bad} bad line(s) skipped in all ({self.bad - MAX_BAD_SHOWN} more not named)"
+            )
 
     def records(self) -> Iterator[tuple[int, bytes, dict]]:
         """(line number, raw line, record) for the header and each valid record after it."""
@@ -494,8 +516,11 @@ class Reader:
                             raise LineError(f"line longer than {MAX_LINE} bytes")
                         head = _loads(line)
                     except ValueError as e:
-                        why = "truncated last line" if not had_nl else (
-                            str(e) if isinstance(e, LineError) else line_error(line + b"\n", e))
+                        why = (
+                            "truncated last line"
+                            if not had_nl
+                            else (str(e) if isinstance(e, LineError) else line_error(line + b"\n", e))
+                        )
                         raise BadTrace(f"{self.path}:1: {why}") from None
                     self.header = check_header(self.path, head)
                     yield lineno, line, head

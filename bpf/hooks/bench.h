@@ -11,7 +11,7 @@
  * victim's RECV_RESET, SK_ERROR and read ECONNRESET, then both DESTROYs.
  */
 
-#define RST_BENCH_MAX_GROUPS	16
+#define RST_BENCH_MAX_GROUPS 16
 
 static __always_inline void rst_bench_sock(struct rst_event *e, u32 kind, u64 seq, int victim)
 {

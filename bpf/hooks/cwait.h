@@ -22,7 +22,7 @@ static __always_inline void rst_cwait_report(void *ctx, const void *sk, int news
 	e.newstate = newstate;
 	e.span_ms = e.ts_ns > since ? (e.ts_ns - since) / 1000000ULL : 0;
 	unread = RD(sk, OFF_TCP_RCV_NXT, u32) - RD(sk, OFF_TCP_COPIED_SEQ, u32);
-	e.bytes = unread ? unread - 1 : 0;	/* the FIN is not data */
+	e.bytes = unread ? unread - 1 : 0; /* the FIN is not data */
 	rst_emit(ctx, &e);
 }
 

@@ -8,13 +8,13 @@
 static __always_inline int rst_is_conn_error(int ret)
 {
 	switch (-ret) {
-	case 32:	/* EPIPE */
-	case 103:	/* ECONNABORTED */
-	case 104:	/* ECONNRESET */
-	case 110:	/* ETIMEDOUT */
-	case 111:	/* ECONNREFUSED */
-	case 113:	/* EHOSTUNREACH */
-	case 101:	/* ENETUNREACH */
+	case 32:  /* EPIPE */
+	case 103: /* ECONNABORTED */
+	case 104: /* ECONNRESET */
+	case 110: /* ETIMEDOUT */
+	case 111: /* ECONNREFUSED */
+	case 113: /* EHOSTUNREACH */
+	case 101: /* ENETUNREACH */
 		return 1;
 	}
 	return 0;

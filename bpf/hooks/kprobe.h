@@ -19,12 +19,12 @@
 
 /* bcc makes a function a program only in the main file or when a macro
  * declares it (RAW_TRACEPOINT_PROBE works in headers for that reason). */
-#define RST_KPROBE(name)	int name(struct pt_regs *ctx)
+#define RST_KPROBE(name) int name(struct pt_regs *ctx)
 
-#define RST_KARG(ctx, OFF)	(*(u64 *)((char *)(ctx) + (OFF)))
+#define RST_KARG(ctx, OFF) (*(u64 *)((char *)(ctx) + (OFF)))
 
-#define RST_TCPHDR_FLAGS	13	/* byte of the TCP header with RST/SYN/FIN */
-#define RST_TCPHDR_RST		0x04
+#define RST_TCPHDR_FLAGS 13 /* byte of the TCP header with RST/SYN/FIN */
+#define RST_TCPHDR_RST	 0x04
 
 RST_KPROBE(rst_kp_tcp_close)
 {
@@ -33,7 +33,6 @@ RST_KPROBE(rst_kp_tcp_close)
 	rst_kp_close_begin((u64)sk, RD_FIELD(sk, SKC_STATE));
 	return 0;
 }
-
 
 RST_KPROBE(rst_kp_send_active_reset)
 {
@@ -65,7 +64,8 @@ RST_KPROBE(rst_kp_send_active_reset)
 /* tcp_v4_send_reset / tcp_v6_send_reset: only what tcp:tcp_send_reset misses
  * on this kernel, i.e. no socket or a minisock. The kernel never answers an
  * RST with an RST (it returns at once): skip those too. */
-static __always_inline int rst_kp_send_reset_nosk(void *ctx, const void *sk, const void *skb, u32 reason)
+static __always_inline int rst_kp_send_reset_nosk(void *ctx, const void *sk, const void *skb,
+						  u32 reason)
 {
 	struct rst_event e = {};
 	u64 head;
@@ -77,7 +77,7 @@ static __always_inline int rst_kp_send_reset_nosk(void *ctx, const void *sk, con
 		u8 state = RD_FIELD(sk, SKC_STATE);
 
 		if (state != RST_TCP_TIME_WAIT && state != RST_TCP_NEW_SYN_RECV)
-			return 0;	/* full socket: tcp:tcp_send_reset reports it */
+			return 0; /* full socket: tcp:tcp_send_reset reports it */
 	}
 	head = RD(skb, OFF_SKB_HEAD, u64);
 	th = RD(skb, OFF_SKB_TRANSPORT_HEADER, u16);

@@ -52,7 +52,7 @@ RAW_TRACEPOINT_PROBE(tcp_send_reset)
 
 #ifdef RST_PLAN_KPROBE
 	if (!skb)
-		return 0;	/* active: kprobe on tcp_send_active_reset (kprobe.h) */
+		return 0; /* active: kprobe on tcp_send_active_reset (kprobe.h) */
 #endif
 	rst_fill_task(ctx, &e);
 	e.kind = RST_EV_SEND_RESET;

@@ -46,7 +46,8 @@ static __always_inline u32 rst_unanswered_ms(const void *sk)
 	return (u32)(now_us / 1000) - start;
 }
 
-static __always_inline void rst_fin_close_report(void *ctx, const void *sk, int oldstate, int newstate)
+static __always_inline void rst_fin_close_report(void *ctx, const void *sk, int oldstate,
+						 int newstate)
 {
 	struct rst_event e = {};
 
@@ -115,7 +116,8 @@ static __always_inline int rst_close_unremarkable(const void *sk, int oldstate)
 /* The CLOSE event of sk leaving oldstate, as both plans report it: the bytes
  * discarded, zero linger, the error, a dying closer, and for errors the
  * retransmissions and probes that were left unanswered. */
-static __always_inline void rst_fill_close(void *ctx, struct rst_event *e, const void *sk, int oldstate, int newstate)
+static __always_inline void rst_fill_close(void *ctx, struct rst_event *e, const void *sk,
+					   int oldstate, int newstate)
 {
 	u32 unread, fin;
 

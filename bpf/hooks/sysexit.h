@@ -15,20 +15,20 @@
  * tracer/kernel.py compiles this only on x86_64.
  */
 
-#define RST_NR_READ		0
-#define RST_NR_WRITE		1
-#define RST_NR_READV		19
-#define RST_NR_WRITEV		20
-#define RST_NR_SENDFILE		40
-#define RST_NR_SENDTO		44
-#define RST_NR_RECVFROM		45
-#define RST_NR_SENDMSG		46
-#define RST_NR_RECVMSG		47
-#define RST_NR_RECVMMSG		299
-#define RST_NR_SENDMMSG		307
+#define RST_NR_READ	0
+#define RST_NR_WRITE	1
+#define RST_NR_READV	19
+#define RST_NR_WRITEV	20
+#define RST_NR_SENDFILE 40
+#define RST_NR_SENDTO	44
+#define RST_NR_RECVFROM 45
+#define RST_NR_SENDMSG	46
+#define RST_NR_RECVMSG	47
+#define RST_NR_RECVMMSG 299
+#define RST_NR_SENDMMSG 307
 
-#define RST_S_IFMT		0170000
-#define RST_S_IFSOCK		0140000
+#define RST_S_IFMT   0170000
+#define RST_S_IFSOCK 0140000
 
 /* 1 send, 0 receive, -1 not a call on a socket's data. */
 static __always_inline int rst_sys_direction(u64 nr)
@@ -36,7 +36,7 @@ static __always_inline int rst_sys_direction(u64 nr)
 	switch (nr) {
 	case RST_NR_WRITE:
 	case RST_NR_WRITEV:
-	case RST_NR_SENDFILE:	/* out_fd, the socket, is its first argument */
+	case RST_NR_SENDFILE: /* out_fd, the socket, is its first argument */
 	case RST_NR_SENDTO:
 	case RST_NR_SENDMSG:
 	case RST_NR_SENDMMSG:
@@ -84,6 +84,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	dir = rst_sys_direction(RD(regs, OFF_REGS_ORIG_AX, u64));
 	if (dir < 0)
 		return 0;
-	return rst_io_error(ctx, rst_fd_sock(bpf_get_current_task(), (int)RD(regs, OFF_REGS_DI, u64)),
+	return rst_io_error(ctx,
+			    rst_fd_sock(bpf_get_current_task(), (int)RD(regs, OFF_REGS_DI, u64)),
 			    (int)ret, dir);
 }

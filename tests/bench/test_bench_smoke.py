@@ -44,13 +44,16 @@ def _has_prctl_tracepoint() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _has_prctl_tracepoint(), reason="task:task_prctl_unknown (the synthetic "
-                    "source's trigger) arrived in kernel 6.13")
+@pytest.mark.skipif(
+    not _has_prctl_tracepoint(),
+    reason="task:task_prctl_unknown (the synthetic source's trigger) arrived in kernel 6.13",
+)
 def test_synthetic_source_goes_through_the_real_path(tmp_path):
     trace = tmp_path / "trace.jsonl"
     with h.churn_netns("rstbt") as ns:
-        tp = h.TracerProc("rsttrace", tmp_path, args=("--netns", str(ns.inode), "-o", str(trace)),
-                          env={"RSTTRACE_BENCH_SYNTH": "1"})
+        tp = h.TracerProc(
+            "rsttrace", tmp_path, args=("--netns", str(ns.inode), "-o", str(trace)), env={"RSTTRACE_BENCH_SYNTH": "1"}
+        )
         tp.start()
         rep = h.run_synth(4, 2000, 0.5, netns=ns)
         st = tp.stop()
@@ -64,7 +67,8 @@ def test_synthetic_source_goes_through_the_real_path(tmp_path):
     assert sum(e["comm"] == "synth" for e in events) == 7 * n
     assert len(incs) == n
     assert {(i["kind"], i["bytes_discarded"], i["culprit"]["comm"], i["victim"]["comm"]) for i in incs} == {
-        ("abort-on-close", 64, "synth", "synth")}
+        ("abort-on-close", 64, "synth", "synth")
+    }
     assert all([e["errno"] for e in i["victim"]["errors"]] == ["ECONNRESET"] for i in incs)
 
 

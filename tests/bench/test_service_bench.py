@@ -12,8 +12,14 @@ pytestmark = pytest.mark.root
 
 def test_service_part_short_run(tmp_path):
     h.build("churn")
-    p = dict(service_s=4, service_idle_s=1, service_rate=500, service_file_size=64 << 10,
-             service_cap=256 << 10, memory_every=1)
+    p = dict(
+        service_s=4,
+        service_idle_s=1,
+        service_rate=500,
+        service_file_size=64 << 10,
+        service_cap=256 << 10,
+        memory_every=1,
+    )
     res = service(p, tmp_path)
     if not res["ok"]:
         pytest.fail(repr({k: v for k, v in res.items() if k not in ("rss_samples", "busy")}))

@@ -27,6 +27,7 @@ def _in_ns(fn, *args):
             fn(ns) if not args else fn(ns, t)
             t.stop()
             shutil.copy(t.trace, DATA / f"{name}.jsonl")
+
     return run
 
 
@@ -37,6 +38,7 @@ def _hosts(fn):
             fn(h, port, t)
             t.stop()
             shutil.copy(t.trace, DATA / f"{name}.jsonl")
+
     return run
 
 

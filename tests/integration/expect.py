@@ -62,12 +62,9 @@ def victim(inc: dict, res, comm: str = "rst_client") -> dict:
 # The client's fate for each of unread_close's SIGPIPE settings, and the calls that fail.
 UNREAD_FATES = {
     "default": ({"sigpipe": "default"}, "killed", -13, [("write", "ECONNRESET"), ("write", "EPIPE")]),
-    "ignore": ({"sigpipe": "ignore"}, "ignored", 0,
-               [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
-    "nosignal": ({"nosignal": True}, "none", 0,
-                 [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
-    "handle": ({"sigpipe": "handle"}, "handled", 0,
-               [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
+    "ignore": ({"sigpipe": "ignore"}, "ignored", 0, [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
+    "nosignal": ({"nosignal": True}, "none", 0, [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
+    "handle": ({"sigpipe": "handle"}, "handled", 0, [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")]),
 }
 
 
@@ -233,8 +230,7 @@ def peer_went_silent(incidents: list[dict], res, hosts, port: int, keepalive: bo
 def crash_and_reboot(incidents: list[dict], records: list[dict], res, hosts, port: int, old_b: int) -> None:
     # Before 6.10 tcp:tcp_send_reset is silent for a reset without a socket; the kprobe plan
     # (tcp_v4_send_reset) and later kernels see it.
-    sender_seen = any(r["type"] == "event" and r["kind"] == "send_reset" and "nosk" in r["flags"]
-                      for r in records)
+    sender_seen = any(r["type"] == "event" and r["kind"] == "send_reset" and "nosk" in r["flags"] for r in records)
     assert sender_seen == (records[0]["plan"]["name"] == "kprobe" or KernelFeatures.probe().send_reset_sees_nosk)
     assert res.client_returncode == -13
     assert res.client_lines[2:] == ["write 100 OK", "write -1 ECONNRESET"]  # then SIGPIPE

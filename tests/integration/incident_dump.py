@@ -128,12 +128,14 @@ def dump(incidents: list[dict], header: dict | None) -> Path | None:
     if nodeid in _written and path.exists():
         doc = json.loads(path.read_text())
     plan = (header or {}).get("plan") or {}
-    doc["runs"].append({
-        "kernel": (header or {}).get("kernel"),
-        "plan": plan.get("name"),
-        "missing": plan.get("missing", []),
-        "incidents": normalise(incidents),
-    })
+    doc["runs"].append(
+        {
+            "kernel": (header or {}).get("kernel"),
+            "plan": plan.get("name"),
+            "missing": plan.get("missing", []),
+            "incidents": normalise(incidents),
+        }
+    )
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     _written.add(nodeid)
     return path

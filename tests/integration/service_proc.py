@@ -78,8 +78,9 @@ def metric(port: int, name: str, **labels) -> float:
 
 
 class Service:
-    def __init__(self, *args: str, directory: Path | None = None, metrics_port: int | None = None,
-                 env: dict | None = None) -> None:
+    def __init__(
+        self, *args: str, directory: Path | None = None, metrics_port: int | None = None, env: dict | None = None
+    ) -> None:
         self.env = dict(os.environ, **(env or {}))
         self.tmp = Path(tempfile.mkdtemp(prefix="rsttrace-svc-"))
         self.dir = directory or self.tmp / "traces"
@@ -87,9 +88,17 @@ class Service:
         self.err_path = self.tmp / "stderr"
         self.port = metrics_port
         plan = os.environ.get("RSTTRACE_TEST_PLAN")
-        self.argv = [*CLI, "service", "--dir", str(self.dir), "--ready-file", str(self.ready),
-                     *(["--plan", plan] if plan else []),
-                     *(["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []), *args]
+        self.argv = [
+            *CLI,
+            "service",
+            "--dir",
+            str(self.dir),
+            "--ready-file",
+            str(self.ready),
+            *(["--plan", plan] if plan else []),
+            *(["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []),
+            *args,
+        ]
 
     def __enter__(self) -> "Service":
         with open(self.err_path, "wb") as err:
@@ -109,8 +118,11 @@ class Service:
 
     def wait_incidents(self, n: int, timeout: float = 30.0) -> None:
         """The service has reported (and so written) n incidents."""
-        poll(f"{n} incidents", lambda: sum(v for k, v in self.scrape().items()
-                                          if k[0] == "rsttrace_incidents_total") >= n, timeout)
+        poll(
+            f"{n} incidents",
+            lambda: sum(v for k, v in self.scrape().items() if k[0] == "rsttrace_incidents_total") >= n,
+            timeout,
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:

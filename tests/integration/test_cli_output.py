@@ -27,6 +27,7 @@ def test_demo_on_a_pipe_is_not_folded():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     from tests.integration.test_live import demo_unknown_lines
+
     # chain, victim, why, fix (and what this kernel could not know): one line each, whatever their length
     assert len(lines) == 4 + demo_unknown_lines()
     assert lines[0].startswith("rst_server[") and lines[0].endswith("with 1000 unread bytes -> RST (abort on close)")

@@ -17,9 +17,10 @@ from tracer.cgroups import hierarchy
 
 from .tracer_proc import Tracer
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed "
-                                 "(./run.sh test installs it)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (./run.sh test installs it)"),
+]
 
 # This machine's limits, written down: no raising RLIMIT_NOFILE (no CAP_SYS_RESOURCE), cgroups
 # in hybrid mode (crun refuses it, runc takes it), no systemd (cgroupfs manager).
@@ -44,8 +45,18 @@ def rootfs(tmp_path_factory):
     shutil.copy(busybox, root / "bin" / "busybox")
     (root / "bin" / "sh").symlink_to("busybox")
     for name in scenarios.WORKLOADS:
-        subprocess.run([os.environ.get("CC", "gcc"), *scenarios.CFLAGS, "-static", "-o", str(root / "bin" / name),
-                        str(scenarios.WORKLOAD_SRC / f"{name}.c")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                os.environ.get("CC", "gcc"),
+                *scenarios.CFLAGS,
+                "-static",
+                "-o",
+                str(root / "bin" / name),
+                str(scenarios.WORKLOAD_SRC / f"{name}.c"),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return root
 
 
@@ -58,9 +69,23 @@ def podman(tmp_path):
 
     def run(ns, name: str, rootfs: Path, *argv: str) -> tuple[scenarios.Proc, Path]:
         cidfile = tmp_path / f"{name}.cid"
-        cmd = ["podman", "run", "-i", "--rm", "--name", f"rsttest-{name}-{os.getpid()}",
-               "--cidfile", str(cidfile), "--pid", "host", "--network", f"ns:/run/netns/{ns.name}",
-               "--rootfs", str(rootfs), *argv]
+        cmd = [
+            "podman",
+            "run",
+            "-i",
+            "--rm",
+            "--name",
+            f"rsttest-{name}-{os.getpid()}",
+            "--cidfile",
+            str(cidfile),
+            "--pid",
+            "host",
+            "--network",
+            f"ns:/run/netns/{ns.name}",
+            "--rootfs",
+            str(rootfs),
+            *argv,
+        ]
         made.append(f"rsttest-{name}-{os.getpid()}")
         # Not under `ip netns exec`: it mounts a sysfs of its own, without the cgroup mounts.
         proc = scenarios.Proc(None, ["env", f"CONTAINERS_CONF={conf}", *cmd])
@@ -85,13 +110,15 @@ def _cid(path: Path) -> str:
 def test_culprit_and_victim_containers_are_named(ns, rootfs, podman):
     _root, controller = hierarchy()
     with Tracer("--netns", str(ns.inode)) as t:
-        server, server_cid = podman(ns, "server", rootfs, "/bin/rst_server", "0", "--mode", "unread",
-                                    "--expect", "1000")
+        server, server_cid = podman(
+            ns, "server", rootfs, "/bin/rst_server", "0", "--mode", "unread", "--expect", "1000"
+        )
         with server:
             listening = server.expect("listening", timeout=120)
             port = listening.split()[1]
-            client, client_cid = podman(ns, "client", rootfs, "/bin/rst_client", "127.0.0.1", port,
-                                        "--send", "1000", "--writes", "3")
+            client, client_cid = podman(
+                ns, "client", rootfs, "/bin/rst_client", "127.0.0.1", port, "--send", "1000", "--writes", "3"
+            )
             with client:
                 connected = client.expect("connected", timeout=120)
                 server.expect("accepted")
@@ -117,16 +144,16 @@ def test_culprit_and_victim_containers_are_named(ns, rootfs, podman):
     # The containers are gone by now: their names were kept by the kernel at the events.
     assert (culprit["container"], culprit["runtime"]) == (_cid(server_cid), "podman")
     assert (victim["container"], victim["runtime"]) == (_cid(client_cid), "podman")
-    assert culprit["path"].endswith(f"libpod-{_cid(server_cid)}") or \
-        culprit["path"].endswith(f"libpod-{_cid(server_cid)}.scope"), (controller, culprit)
+    assert culprit["path"].endswith(f"libpod-{_cid(server_cid)}") or culprit["path"].endswith(
+        f"libpod-{_cid(server_cid)}.scope"
+    ), (controller, culprit)
     assert culprit["id"] != victim["id"]
 
 
 def test_container_filter_keeps_only_that_containers_incidents(ns, rootfs, podman):
     """--container ID: the container's incidents pass, another connection's in the same
     namespace (plain processes, outside any container) does not."""
-    server, server_cid = podman(ns, "fserver", rootfs, "/bin/rst_server", "0", "--mode", "unread",
-                                "--expect", "1000")
+    server, server_cid = podman(ns, "fserver", rootfs, "/bin/rst_server", "0", "--mode", "unread", "--expect", "1000")
     with server:
         port = server.expect("listening", timeout=120).split()[1]
         deadline = time.monotonic() + 60
@@ -134,16 +161,18 @@ def test_container_filter_keeps_only_that_containers_incidents(ns, rootfs, podma
             assert time.monotonic() < deadline, "podman wrote no container id"
             time.sleep(0.01)
         with Tracer("--netns", str(ns.inode), "--container", _cid(server_cid)[:12]) as t:
-            client, _ = podman(ns, "fclient", rootfs, "/bin/rst_client", "127.0.0.1", port,
-                               "--send", "1000", "--writes", "3")
+            client, _ = podman(
+                ns, "fclient", rootfs, "/bin/rst_client", "127.0.0.1", port, "--send", "1000", "--writes", "3"
+            )
             with client:
                 connected = client.expect("connected", timeout=120)
                 server.expect("accepted")
                 client.expect("sent")
                 server.send("close")
                 server.expect("closed")
-                _wait_reset_received(int(connected.split("pid=")[1].split()[0]), int(connected.split("sport=")[1]),
-                                     int(port))
+                _wait_reset_received(
+                    int(connected.split("pid=")[1].split()[0]), int(connected.split("sport=")[1]), int(port)
+                )
                 client.send("go")
                 client.wait(timeout=120)
             other = scenarios.unread_close(ns)  # not in the container: filtered out

@@ -81,13 +81,16 @@ def test_memcached_closes_on_an_overlong_line(ns):
     so the connection survives; no reset comes of it."""
     [memcached] = C.need("memcached")
     port, payload = C.free_port(), 20000
-    with C.Program(ns, [memcached, "-u", "memcache", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
-                        "-t", "1", "-c", "64", "-vv"]) as mc:
+    with C.Program(
+        ns, [memcached, "-u", "memcache", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1", "-c", "64", "-vv"]
+    ) as mc:
         C.wait_for(lambda: C.find_conn(mc.pid, lport=port, state="LISTEN"), "memcached listening")
         read_before = _memcached_stat(port, ns, "bytes_read")
         counters = C.Counters(ns)
-        with traced(ns) as t, scenarios.Proc(ns, [C.PY, C.driver("raw_client.py"), "127.0.0.1", str(port),
-                                                  str(payload)]) as client:
+        with (
+            traced(ns) as t,
+            scenarios.Proc(ns, [C.PY, C.driver("raw_client.py"), "127.0.0.1", str(port), str(payload)]) as client,
+        ):
             sport = int(client.expect("connected", C.TIMEOUT).split("sport=")[1].split()[0])
             client_comm = C.comm(client.pid)
             client.expect("sent", C.TIMEOUT)
@@ -107,11 +110,19 @@ def test_memcached_closes_on_an_overlong_line(ns):
     # Its own words (-vv): the connection is opened and closed with no command logged, no error
     # text for the line (the two stats connections log "<N stats" in between).
     fd = log.split("new auto-negotiating client connection")[2].split("\n")[1].split(":")[0]
-    assert (f"<{fd} new auto-negotiating client connection\n{fd}: Client using the ascii protocol\n"
-            f"<{fd} connection closed.\n") in log
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 2, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 1, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert (
+        f"<{fd} new auto-negotiating client connection\n{fd}: Client using the ascii protocol\n"
+        f"<{fd} connection closed.\n"
+    ) in log
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 2,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 1,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     inc = C.one(incs)
     assert inc["kind"] == "abort-on-close"
     assert inc["reason"] in ("TCP_ABORT_ON_CLOSE", None)
@@ -151,6 +162,7 @@ class _settled:
 
 def _pg_bin(name: str) -> str:
     import glob
+
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not found:
         pytest.skip(f"PostgreSQL's {name} not installed (./run.sh setup installs postgresql)")
@@ -164,6 +176,7 @@ def pg_datadir():
     import shutil
     import tempfile
     from pathlib import Path
+
     initdb = _pg_bin("initdb")
     C.need("psql")
     d = Path(tempfile.mkdtemp(prefix="rsttrace-pg-"))
@@ -171,9 +184,27 @@ def pg_datadir():
     data = d / "data"
     data.mkdir(mode=0o700)
     os.chown(data, *_uid_gid("postgres"))
-    subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", initdb, "-D", str(data),
-                    "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
-                   check=True, capture_output=True, cwd="/")
+    subprocess.run(
+        [
+            "setpriv",
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )
     shutil.copy(C.HERE / "pg_hba.conf", data / "pg_hba.conf")
     yield data
     shutil.rmtree(d, ignore_errors=True)
@@ -181,6 +212,7 @@ def pg_datadir():
 
 def _uid_gid(user: str) -> tuple[int, int]:
     import pwd
+
     pw = pwd.getpwnam(user)
     return pw.pw_uid, pw.pw_gid
 
@@ -189,10 +221,30 @@ def _uid_gid(user: str) -> tuple[int, int]:
 def postgres(ns, data, addr: str = "127.0.0.1"):
     """The postmaster on addr:port of ns (its socket directory is the data directory)."""
     port = C.free_port()
-    with C.Program(ns, [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-c", f"listen_addresses={addr}",
-                        "-c", f"unix_socket_directories={data}", "-c", "fsync=off", "-c", "logging_collector=off",
-                        "-c", "log_connections=on", "-c", "log_disconnections=on"],
-                   user="postgres", cwd="/") as pg:
+    with C.Program(
+        ns,
+        [
+            _pg_bin("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={addr}",
+            "-c",
+            f"unix_socket_directories={data}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "logging_collector=off",
+            "-c",
+            "log_connections=on",
+            "-c",
+            "log_disconnections=on",
+        ],
+        user="postgres",
+        cwd="/",
+    ) as pg:
         pg.wait_output("database system is ready to accept connections")
         # Its own pid file: the first line is the postmaster's pid.
         assert int((data / "postmaster.pid").read_text().split()[0]) == pg.pid
@@ -205,8 +257,9 @@ def _psql(*args: str, host: str = "127.0.0.1", conninfo: str = "") -> list[str]:
 
 def _server_side(pg_pid: int, port: int, client_port: int) -> tuple[int, int]:
     """The backend holding the server side of the client's connection: (pid, fd)."""
-    _, pid, fd = C.held_socket(lambda: C.children(pg_pid), pg_pid, "the backend's socket", lport=port,
-                               rport=client_port)
+    _, pid, fd = C.held_socket(
+        lambda: C.children(pg_pid), pg_pid, "the backend's socket", lport=port, rport=client_port
+    )
     return pid, fd
 
 
@@ -217,19 +270,23 @@ def test_postgres_client_killed_mid_result(ns, pg_datadir):
     with postgres(ns, pg_datadir) as (pg, port):
         counters = C.Counters(ns)
         with traced(ns) as t:
-            psql = C.Program(ns, _psql("-p", str(port), "-c",
-                                       "select repeat('x', 1000) from generate_series(1, 1000000)"))
+            psql = C.Program(
+                ns, _psql("-p", str(port), "-c", "select repeat('x', 1000) from generate_series(1, 1000000)")
+            )
             try:
-                conn = C.wait_for(lambda: [c for c in C.conns(psql.pid) if c.rport == port and c.state == "ESTABLISHED"],
-                                  "psql connected")[0]
+                conn = C.wait_for(
+                    lambda: [c for c in C.conns(psql.pid) if c.rport == port and c.state == "ESTABLISHED"],
+                    "psql connected",
+                )[0]
                 backend, _ = _server_side(pg.pid, port, conn.lport)
                 psql_fd = C.wait_for(lambda: C.socket_fd(psql.pid, conn.inode), "psql's socket fd")
                 # Wait until the result streams, then freeze psql; the queue fills to the window.
                 # (Its first bytes are the start-up messages: wait for megabytes of result.)
                 C.wait_for(lambda: C.bytes_received(psql.pid, psql_fd) > 4 << 20, "result streaming to psql")
                 os.kill(psql.pid, signal.SIGSTOP)
-                settled = _settled(lambda: C.fionread(psql.pid, psql_fd),
-                                   lambda: _send_queue(pg.pid, port, conn.lport) > 0)
+                settled = _settled(
+                    lambda: C.fionread(psql.pid, psql_fd), lambda: _send_queue(pg.pid, port, conn.lport) > 0
+                )
                 C.wait_for(settled, "psql's receive queue full", interval=0.05)
                 unread = C.fionread(psql.pid, psql_fd)
                 os.kill(psql.pid, signal.SIGKILL)
@@ -243,9 +300,15 @@ def test_postgres_client_killed_mid_result(ns, pg_datadir):
     # Its own words: the backend's failed send, then its end.
     assert "LOG:  could not send data to client: Connection reset by peer" in log
     assert "FATAL:  connection to client lost" in log
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 2, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 1, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 2,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 1,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     assert unread > 0
     inc = C.one(incs)
     assert inc["kind"] == "process-killed"
@@ -310,9 +373,15 @@ def test_haproxy_backend_refused(ns, tmp_path):
     # refused the connection), status 503.
     [line] = [ln for ln in log.splitlines() if " down nobody/gone " in ln]
     assert " 503 " in line and " SC-- " in line
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 0, "Tcp.AttemptFails": 1,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 0,
+        "Tcp.AttemptFails": 1,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     inc = C.one(incs)
     assert inc["kind"] == "connection-refused"
     assert inc["reason"] in ("NO_SOCKET", None)
@@ -349,9 +418,15 @@ def test_haproxy_nolinger_resets_instead_of_fin(ns, tmp_path):
     # Its own words: denied by the proxy (PR--: the proxy blocked the request), no server.
     [line] = [ln for ln in log.splitlines() if " deny deny/<NOSRV> " in ln]
     assert " 403 " in line and " PR-- " in line
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 1, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 1,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     inc = C.one(incs)
     assert inc["kind"] == "linger-zero"
     assert inc["reason"] in ("TCP_STATE", None)
@@ -377,9 +452,28 @@ def gunicorn(ns, tmp_path, *args: str):
     C.need_module("requests")
     port = C.free_port()
     pidfile = tmp_path / "gunicorn.pid"
-    with C.Program(ns, [binary, "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                        "--pid", str(pidfile), "--chdir", str(C.HERE), "--log-level", "debug",
-                        "--error-logfile", "-", "--access-logfile", "-", *args, "wsgi_app:app"]) as g:
+    with C.Program(
+        ns,
+        [
+            binary,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--pid",
+            str(pidfile),
+            "--chdir",
+            str(C.HERE),
+            "--log-level",
+            "debug",
+            "--error-logfile",
+            "-",
+            "--access-logfile",
+            "-",
+            *args,
+            "wsgi_app:app",
+        ],
+    ) as g:
         C.wait_for(lambda: C.find_conn(g.pid, lport=port, state="LISTEN"), "gunicorn listening")
         arbiter = int(C.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "gunicorn's pid file"))
         assert arbiter == g.pid
@@ -397,8 +491,12 @@ def test_gunicorn_sync_worker_closes_with_the_upload_unread(ns, tmp_path):
     fails. It is named as the victim, unaffected."""
     with gunicorn(ns, tmp_path, "--worker-class", "sync") as (g, port, worker):
         counters = C.Counters(ns)
-        with traced(ns) as t, scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "upload",
-                                                  f"http://127.0.0.1:{port}/upload", "65536"]) as client:
+        with (
+            traced(ns) as t,
+            scenarios.Proc(
+                ns, [C.PY, C.driver("http_client.py"), "upload", f"http://127.0.0.1:{port}/upload", "65536"]
+            ) as client,
+        ):
             client.expect("pid=", C.TIMEOUT)
             client_comm = C.comm(client.pid)
             answer = client.expect("status", C.TIMEOUT)
@@ -415,9 +513,13 @@ def test_gunicorn_sync_worker_closes_with_the_upload_unread(ns, tmp_path):
     assert '"POST /upload HTTP/1.1" 413' in g.output()
     established_resets = delta.pop("Tcp.EstabResets")
     out_rsts = delta.pop("Tcp.OutRsts")
-    assert delta == {"Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 1, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 1,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     inc = C.one(incs)
     assert inc["kind"] == "abort-on-close"
     assert inc["reason"] in ("TCP_ABORT_ON_CLOSE", None)
@@ -448,21 +550,41 @@ def test_gunicorn_keepalive_race_with_a_requests_pool(ns, tmp_path):
     One incident: write-after-close, the closer (the worker) named from the kernel, how long
     the connection was idle when closed, and how long after the close the RST came."""
     [iptables] = C.need("iptables")
-    with gunicorn(ns, tmp_path, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "1") \
-            as (g, port, worker):
+    with gunicorn(ns, tmp_path, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "1") as (
+        g,
+        port,
+        worker,
+    ):
         counters = C.Counters(ns)
-        with traced(ns) as t, scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "reuse",
-                                                  f"http://127.0.0.1:{port}/"]) as client:
+        with (
+            traced(ns) as t,
+            scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "reuse", f"http://127.0.0.1:{port}/"]) as client,
+        ):
             client.expect("pid=", C.TIMEOUT)
             client_comm = C.comm(client.pid)
-            ns.run(iptables, "-w", "-A", "OUTPUT", "-p", "tcp", "--sport", str(port),
-                   "--tcp-flags", "FIN", "FIN", "-j", "DROP")
+            ns.run(
+                iptables,
+                "-w",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "--sport",
+                str(port),
+                "--tcp-flags",
+                "FIN",
+                "FIN",
+                "-j",
+                "DROP",
+            )
             assert client.expect("status", C.TIMEOUT) == "status 200 ok"
             t_answer = time.monotonic()
             conn = C.wait_for(lambda: C.find_conn(client.pid, rport=port, state="ESTABLISHED"), "pooled connection")
             # gunicorn closes it (its side leaves ESTABLISHED; the FIN is held back).
-            C.wait_for(lambda: C.find_conn(g.pid, lport=port, rport=conn.lport, state="FIN_WAIT1"),
-                       "gunicorn's keep-alive close")
+            C.wait_for(
+                lambda: C.find_conn(g.pid, lport=port, rport=conn.lport, state="FIN_WAIT1"),
+                "gunicorn's keep-alive close",
+            )
             t_closed = time.monotonic()
             assert C.find_conn(client.pid, lport=conn.lport, state="ESTABLISHED")  # no FIN seen
             client.send("go")
@@ -474,12 +596,19 @@ def test_gunicorn_keepalive_race_with_a_requests_pool(ns, tmp_path):
             incs, err, rc = t.stop()
     assert rc == 0, err
     # Its own words: requests' error for the reused connection; gunicorn logs the first GET only.
-    assert second == ("error ConnectionError: ('Connection aborted.', "
-                      "ConnectionResetError(104, 'Connection reset by peer'))")
+    assert second == (
+        "error ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))"
+    )
     assert g.output().count('"GET / HTTP/1.1" 200') == 1
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 1, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 1,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     inc = C.one(incs)
     assert inc["kind"] == "write-after-close"
     assert inc["reason"] in ("TCP_ABORT_ON_DATA", None)
@@ -510,8 +639,9 @@ def test_postgres_backend_terminated_then_client_writes(ns, pg_datadir):
             psql.send("select 'backend ' || pg_backend_pid();")
             backend = int(psql.expect("backend ", C.TIMEOUT).split()[1])
             t_idle = time.monotonic()
-            conn = C.wait_for(lambda: [c for c in C.conns(psql.pid) if c.rport == port and c.state == "ESTABLISHED"],
-                              "psql connected")[0]
+            conn = C.wait_for(
+                lambda: [c for c in C.conns(psql.pid) if c.rport == port and c.state == "ESTABLISHED"], "psql connected"
+            )[0]
             assert _server_side(pg.pid, port, conn.lport)[0] == backend
             killer = C.Program(ns, _psql("-p", str(port), "-A", "-t", "-c", f"select pg_terminate_backend({backend})"))
             assert killer.popen.wait(C.TIMEOUT) == 0 and killer.output().strip() == "t"
@@ -528,11 +658,13 @@ def test_postgres_backend_terminated_then_client_writes(ns, pg_datadir):
     assert rc_t == 0, err
     # Its own words: the backend's FATAL (in its log, and sent to psql, which reads it only now).
     assert "FATAL:  terminating connection due to administrator command" in log
-    assert psql.lines[1:] == ["FATAL:  terminating connection due to administrator command",
-                              "server closed the connection unexpectedly",
-                              "\tThis probably means the server terminated abnormally",
-                              "\tbefore or while processing the request.",
-                              "connection to server was lost"]
+    assert psql.lines[1:] == [
+        "FATAL:  terminating connection due to administrator command",
+        "server closed the connection unexpectedly",
+        "\tThis probably means the server terminated abnormally",
+        "\tbefore or while processing the request.",
+        "connection to server was lost",
+    ]
     assert rc == 2  # psql: "the connection to the server went bad and the session was not interactive"
     # EstabResets: psql's side, reset in CLOSE_WAIT. Who answers psql's query is the kernel's
     # choice: the backend's orphan, once its FIN is acked, usually becomes a FIN_WAIT2 timewait
@@ -540,9 +672,15 @@ def test_postgres_backend_terminated_then_client_writes(ns, pg_datadir):
     # counts nothing else; if the ACK found it owned, it stays a full FIN_WAIT2 socket, which
     # answers RST [TCP_ABORT_ON_DATA] and counts TCPAbortOnData. The counter tells which.
     on_data = delta["TcpExt.TCPAbortOnData"]
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": on_data, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0} and on_data in (0, 1)
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": on_data,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    } and on_data in (0, 1)
     inc = C.one(incs)
     assert inc["kind"] == "write-after-close"
     assert inc["reason"] in (("TCP_ABORT_ON_DATA" if on_data else "TCP_TIMEWAIT_SOCKET"), None)
@@ -562,8 +700,6 @@ def test_postgres_backend_terminated_then_client_writes(ns, pg_datadir):
 # -- Node.js, killed under load -------------------------------------------------------------------------
 
 
-
-
 def test_node_server_killed_during_an_upload(ns, tmp_path):
     """A Node.js HTTP server is SIGKILLed while curl streams an upload to it (stopped first, so
     that its receive queue fills to the window and can be measured): the exit closes the
@@ -579,12 +715,15 @@ def test_node_server_killed_during_an_upload(ns, tmp_path):
         with traced(ns) as t:
             up = C.Program(ns, [curl, "-sS", "-o", "/dev/null", "-T", str(body), f"http://127.0.0.1:{port}/up"])
             try:
-                conn, _, fd = C.held_socket([srv.pid], srv.pid, "node holding the upload", lport=port,
-                                            state="ESTABLISHED")
+                conn, _, fd = C.held_socket(
+                    [srv.pid], srv.pid, "node holding the upload", lport=port, state="ESTABLISHED"
+                )
                 os.kill(srv.pid, signal.SIGSTOP)
-                C.wait_for(_settled(lambda: C.fionread(srv.pid, fd),
-                                    lambda: _send_queue(up.pid, conn.rport, port) > 0),
-                           "node's receive queue full", interval=0.05)
+                C.wait_for(
+                    _settled(lambda: C.fionread(srv.pid, fd), lambda: _send_queue(up.pid, conn.rport, port) > 0),
+                    "node's receive queue full",
+                    interval=0.05,
+                )
                 unread = C.fionread(srv.pid, fd)
                 os.kill(srv.pid, signal.SIGKILL)
                 assert srv.popen.wait(C.TIMEOUT) == -signal.SIGKILL
@@ -599,9 +738,15 @@ def test_node_server_killed_during_an_upload(ns, tmp_path):
     # While it uploads curl also reads (an early answer would end the upload), and its read
     # comes first: exit code 56 (CURLE_RECV_ERROR), not 55 (CURLE_SEND_ERROR).
     assert rc == 56 and curl_out == "curl: (56) Recv failure: Connection reset by peer\n"
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 2, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 1, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 2,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 1,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     assert unread > 0
     inc = C.one(incs)
     assert inc["kind"] == "process-killed"
@@ -623,16 +768,22 @@ def test_requests_pool_holds_a_closed_connection_in_close_wait(ns, tmp_path):
 
     Two reports for the one connection, as for every CLOSE_WAIT: when it passes the threshold
     (1 s here), and when it is finally closed."""
-    with gunicorn(ns, tmp_path, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "1") \
-            as (g, port, _worker):
+    with gunicorn(ns, tmp_path, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "1") as (
+        g,
+        port,
+        _worker,
+    ):
         counters = C.Counters(ns)
-        with Tracer("--netns", str(ns.inode), "--close-wait", "1", "--close-wait-every", "0.5") as t, \
-                scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "reuse", f"http://127.0.0.1:{port}/"]) as client:
+        with (
+            Tracer("--netns", str(ns.inode), "--close-wait", "1", "--close-wait-every", "0.5") as t,
+            scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "reuse", f"http://127.0.0.1:{port}/"]) as client,
+        ):
             client.expect("pid=", C.TIMEOUT)
             client_comm = C.comm(client.pid)
             assert client.expect("status", C.TIMEOUT) == "status 200 ok"
-            conn = C.wait_for(lambda: C.find_conn(client.pid, rport=port, state="CLOSE_WAIT"),
-                              "the pooled connection in CLOSE_WAIT")
+            conn = C.wait_for(
+                lambda: C.find_conn(client.pid, rport=port, state="CLOSE_WAIT"), "the pooled connection in CLOSE_WAIT"
+            )
             first = t.wait_incident(timeout=C.TIMEOUT)
             client.send("go")
             assert client.expect("status", C.TIMEOUT) == "status 200 ok"
@@ -645,11 +796,18 @@ def test_requests_pool_holds_a_closed_connection_in_close_wait(ns, tmp_path):
     # Its own words: urllib3 notices only at the second request.
     assert [ln for ln in client.lines if ln.startswith("urllib3 ") and "connection" in ln] == [
         f"urllib3 Starting new HTTP connection (1): 127.0.0.1:{port}",
-        "urllib3 Resetting dropped connection: 127.0.0.1"]
+        "urllib3 Resetting dropped connection: 127.0.0.1",
+    ]
     assert g.output().count('"GET / HTTP/1.1" 200') == 2
-    assert delta == {"Tcp.OutRsts": 0, "Tcp.EstabResets": 0, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 0,
+        "Tcp.EstabResets": 0,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     assert incs == [first, second]
     for inc in incs:
         assert inc["kind"] == "close-wait"
@@ -677,12 +835,21 @@ def test_postgres_client_keepalives_time_out_a_silent_server(hosts, pg_datadir):
         counters = C.Counters(hosts.a)
         # The client's namespace: the keepalives, their timeout and the (dropped) RST are all A's.
         with traced(hosts.a) as t:
-            psql = C.Program(hosts.a, _psql("-p", str(port), "-c", "select pg_sleep(60)", host=hosts.addr_b,
-                                            conninfo="keepalives=1 keepalives_idle=1 keepalives_interval=1 "
-                                                     "keepalives_count=3"))
+            psql = C.Program(
+                hosts.a,
+                _psql(
+                    "-p",
+                    str(port),
+                    "-c",
+                    "select pg_sleep(60)",
+                    host=hosts.addr_b,
+                    conninfo="keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=3",
+                ),
+            )
             try:
-                _, backend, _ = C.held_socket(lambda: C.children(pg.pid), pg.pid, "the backend's socket",
-                                              lport=port, state="ESTABLISHED")
+                _, backend, _ = C.held_socket(
+                    lambda: C.children(pg.pid), pg.pid, "the backend's socket", lport=port, state="ESTABLISHED"
+                )
                 conn = C.wait_for(lambda: C.find_conn(psql.pid, rport=port, state="ESTABLISHED"), "psql connected")
                 C.wait_for(lambda: " SELECT" in _pg_activity(backend), f"the query running {psql.output()}")
                 hosts.b.run(iptables, "-w", "-A", "INPUT", "-j", "DROP")
@@ -698,9 +865,15 @@ def test_postgres_client_keepalives_time_out_a_silent_server(hosts, pg_datadir):
     # psql's own words, exit code 2 (connection lost).
     assert rc == 2
     assert out == "could not receive data from server: Connection timed out\nconnection to server was lost\n"
-    assert delta == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 1}
+    assert delta == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 1,
+    }
     # idle 1 s, then 3 probes 1 s apart: about 4 s.
     assert 3.5 <= t_failed - t_silent <= 10 * C.SCALE
     inc = C.one(incs)
@@ -725,8 +898,9 @@ def _pg_activity(pid: int) -> str:
 @contextlib.contextmanager
 def _idle_psql(hosts, port, conninfo: str = ""):
     """psql in A, connected to B's server and idle, reading queries from its stdin."""
-    with scenarios.Proc(hosts.a, _psql("-p", str(port), "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                                       host=hosts.addr_b, conninfo=conninfo)) as psql:
+    with scenarios.Proc(
+        hosts.a, _psql("-p", str(port), "-A", "-t", "-v", "ON_ERROR_STOP=1", host=hosts.addr_b, conninfo=conninfo)
+    ) as psql:
         psql.send("select 'ready';")
         psql.expect("ready", C.TIMEOUT)
         conn = C.wait_for(lambda: C.find_conn(psql.pid, rport=port, state="ESTABLISHED"), "psql connected")
@@ -738,8 +912,11 @@ def test_postgres_client_user_timeout_on_a_silent_server(hosts, pg_datadir):
     sends a query that is never acknowledged; retransmissions run out after 3 s, the kernel
     gives up without an RST, and psql's wait for the answer ends with ETIMEDOUT."""
     [iptables] = C.need("iptables")
-    with postgres(hosts.b, pg_datadir, addr=hosts.addr_b) as (_pg, port), traced(hosts.a) as t, \
-            _idle_psql(hosts, port, "tcp_user_timeout=3000") as (psql, conn):
+    with (
+        postgres(hosts.b, pg_datadir, addr=hosts.addr_b) as (_pg, port),
+        traced(hosts.a) as t,
+        _idle_psql(hosts, port, "tcp_user_timeout=3000") as (psql, conn),
+    ):
         counters = C.Counters(hosts.a)
         hosts.b.run(iptables, "-w", "-A", "INPUT", "-j", "DROP")
         t_silent = time.monotonic()
@@ -751,14 +928,22 @@ def test_postgres_client_user_timeout_on_a_silent_server(hosts, pg_datadir):
     assert rc_t == 0, err
     # psql's own words, exit code 2 (connection lost).
     assert rc == 2
-    assert psql.lines[1:] == ["could not receive data from server: Connection timed out",
-                              "connection to server was lost"]
+    assert psql.lines[1:] == [
+        "could not receive data from server: Connection timed out",
+        "connection to server was lost",
+    ]
     # Retransmitted segments: a tail loss probe (if one went) and the timer's retransmissions.
     retrans = delta.pop("Tcp.RetransSegs") - delta.pop("TcpExt.TCPLossProbes")
     assert retrans >= 3
-    assert delta == {"Tcp.OutRsts": 0, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 1}
+    assert delta == {
+        "Tcp.OutRsts": 0,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 1,
+    }
     assert 3.0 <= t_failed - t_silent <= 10 * C.SCALE
     inc = C.one(incs)
     assert inc["kind"] == "retransmit-timeout"
@@ -782,10 +967,14 @@ def test_postgres_server_host_reboots_under_an_idle_client(hosts, pg_datadir):
 
     Two incidents, as for the workloads' crash: the backend's death (SIGKILL, its FIN never
     left the unplugged host; no victim), and the no-socket RST with psql its victim."""
-    with postgres(hosts.b, pg_datadir, addr=hosts.addr_b) as (pg, port), Tracer("-P", str(port)) as t, \
-            _idle_psql(hosts, port) as (psql, conn):
-        _, backend, _ = C.held_socket(lambda: C.children(pg.pid), pg.pid, "the backend's socket",
-                                      lport=port, rport=conn.lport)
+    with (
+        postgres(hosts.b, pg_datadir, addr=hosts.addr_b) as (pg, port),
+        Tracer("-P", str(port)) as t,
+        _idle_psql(hosts, port) as (psql, conn),
+    ):
+        _, backend, _ = C.held_socket(
+            lambda: C.children(pg.pid), pg.pid, "the backend's socket", lport=port, rport=conn.lport
+        )
         old_b = hosts.b.inode
         # Frozen first: a backend watches the postmaster (a pipe) and exits by itself, exit(1),
         # when the postmaster dies first; stopped, every process dies of the crash's SIGKILL.
@@ -800,16 +989,30 @@ def test_postgres_server_host_reboots_under_an_idle_client(hosts, pg_datadir):
     assert rc_t == 0, err
     assert rc == 2
     # libpq words ECONNRESET (and EPIPE) so: pqsecure_raw_read().
-    assert psql.lines[1:] == ["server closed the connection unexpectedly",
-                              "\tThis probably means the server terminated abnormally",
-                              "\tbefore or while processing the request.",
-                              "connection to server was lost"]
-    assert delta_a == {"Tcp.OutRsts": 0, "Tcp.EstabResets": 1, "Tcp.AttemptFails": 0,
-                       "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                       "TcpExt.TCPAbortOnTimeout": 0}
-    assert delta_b == {"Tcp.OutRsts": 1, "Tcp.EstabResets": 0, "Tcp.AttemptFails": 0,
-                       "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                       "TcpExt.TCPAbortOnTimeout": 0}
+    assert psql.lines[1:] == [
+        "server closed the connection unexpectedly",
+        "\tThis probably means the server terminated abnormally",
+        "\tbefore or while processing the request.",
+        "connection to server was lost",
+    ]
+    assert delta_a == {
+        "Tcp.OutRsts": 0,
+        "Tcp.EstabResets": 1,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
+    assert delta_b == {
+        "Tcp.OutRsts": 1,
+        "Tcp.EstabResets": 0,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     assert len(incs) == 2, incs
     [killed] = [i for i in incs if i["kind"] == "process-killed"]
     [rst] = [i for i in incs if i is not killed]
@@ -843,18 +1046,31 @@ def test_lighttpd_early_413_closes_without_a_reset(ns, tmp_path):
     (tmp_path / "lighttpd.conf").write_text(cfg)
     with C.Program(ns, [lighttpd, "-D", "-f", str(tmp_path / "lighttpd.conf")]) as lt:
         C.wait_for(lambda: C.find_conn(lt.pid, lport=port, state="LISTEN"), "lighttpd listening")
-        assert int(C.wait_for(lambda: (tmp_path / "lighttpd.pid").exists()
-                              and (tmp_path / "lighttpd.pid").read_text().strip(), "lighttpd's pid file")) == lt.pid
+        assert (
+            int(
+                C.wait_for(
+                    lambda: (tmp_path / "lighttpd.pid").exists() and (tmp_path / "lighttpd.pid").read_text().strip(),
+                    "lighttpd's pid file",
+                )
+            )
+            == lt.pid
+        )
         counters = C.Counters(ns)
-        with traced(ns) as t, scenarios.Proc(ns, [C.PY, C.driver("http_client.py"), "upload",
-                                                  f"http://127.0.0.1:{port}/upload", "300000"]) as client:
+        with (
+            traced(ns) as t,
+            scenarios.Proc(
+                ns, [C.PY, C.driver("http_client.py"), "upload", f"http://127.0.0.1:{port}/upload", "300000"]
+            ) as client,
+        ):
             assert client.expect("status", C.TIMEOUT).startswith("status 413 ")
             client.expect("done", C.TIMEOUT)
             assert client.wait(C.TIMEOUT) == 0
             # lighttpd's side ends once the client's FIN has come: in TIME_WAIT if its FIN went
             # first, gone if the client's did. (The states seen are in the failure message.)
-            states = _settled(lambda: sorted(c.state for c in C.conns(lt.pid) if c.lport == port and c.state != "LISTEN"),
-                              lambda: set(states.seen[-1][0]) <= {"TIME_WAIT"} if states.seen else False)
+            states = _settled(
+                lambda: sorted(c.state for c in C.conns(lt.pid) if c.lport == port and c.state != "LISTEN"),
+                lambda: set(states.seen[-1][0]) <= {"TIME_WAIT"} if states.seen else False,
+            )
             C.wait_for(states, "lighttpd's side of the connection closed")
             delta = counters.delta()
             incs, err, rc = t.stop()
@@ -863,8 +1079,14 @@ def test_lighttpd_early_413_closes_without_a_reset(ns, tmp_path):
     assert rc == 0, err
     # Its own words.
     assert "(response.c.377) request-size too long: 300000 -> 413" in log
-    assert delta == {"Tcp.OutRsts": 0, "Tcp.EstabResets": 0, "Tcp.AttemptFails": 0,
-                     "TcpExt.TCPAbortOnClose": 0, "TcpExt.TCPAbortOnData": 0, "TcpExt.TCPAbortOnLinger": 0,
-                     "TcpExt.TCPAbortOnTimeout": 0}
+    assert delta == {
+        "Tcp.OutRsts": 0,
+        "Tcp.EstabResets": 0,
+        "Tcp.AttemptFails": 0,
+        "TcpExt.TCPAbortOnClose": 0,
+        "TcpExt.TCPAbortOnData": 0,
+        "TcpExt.TCPAbortOnLinger": 0,
+        "TcpExt.TCPAbortOnTimeout": 0,
+    }
     assert incs == []
     assert [r for r in records if r["type"] == "event"] == []

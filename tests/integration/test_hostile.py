@@ -56,8 +56,11 @@ print("pid", os.getpid(), flush=True)
 def start_tracer(*args: str, stdout=subprocess.PIPE) -> tuple[subprocess.Popen, Path]:
     d = Path(tempfile.mkdtemp(prefix="rsttrace-hostile-"))
     ready = d / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", "--settle", "0.3", "--ready-file", str(ready), *args],
-                            stdout=stdout, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "--settle", "0.3", "--ready-file", str(ready), *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + START_TIMEOUT
     while not ready.exists():
         if proc.poll() is not None:
@@ -110,8 +113,9 @@ def test_process_named_with_escape_sequences_is_shown_escaped(ns):
     # Not one byte that a terminal would act on: no ESC, no BEL, nothing below space but newlines.
     assert not any(b < 0x20 and b != 0x0A for b in screen), screen
     first = screen.decode().splitlines()[0]
-    assert first.startswith(f"\\x1b[2J\\x1b[31mX\\x07[{pid}] closed 127.0.0.1:{sport}<-127.0.0.1:{cport} "
-                            "with 1000 unread bytes -> RST")
+    assert first.startswith(
+        f"\\x1b[2J\\x1b[31mX\\x07[{pid}] closed 127.0.0.1:{sport}<-127.0.0.1:{cport} with 1000 unread bytes -> RST"
+    )
     assert f"\\x1b[2J\\x1b[31mX\\x07[{pid}] write: ECONNRESET" in screen.decode().splitlines()[1]
     assert b"\x1b" not in err and b"\x07" not in err
     # The file keeps the exact name, escaped the way JSON escapes it.

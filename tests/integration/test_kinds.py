@@ -44,14 +44,14 @@ def test_linger_zero_is_not_unread_data(ns):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_server_killed_with_unread_data(ns, sig):
-    res, incs, _ = run_traced(["--netns", str(ns.inode)],
-                              lambda: scenarios.killed_server(ns, sig=sig, unread=True))
+    res, incs, _ = run_traced(["--netns", str(ns.inode)], lambda: scenarios.killed_server(ns, sig=sig, unread=True))
     expect.killed_with_unread_data(incs, res, sig)
 
 
 def test_server_killed_after_reading_ends_with_fin_then_rst(ns):
-    res, incs, _ = run_traced(["--netns", str(ns.inode)],
-                              lambda: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=False))
+    res, incs, _ = run_traced(
+        ["--netns", str(ns.inode)], lambda: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=False)
+    )
     expect.killed_after_reading(incs, res)
 
 
@@ -143,11 +143,14 @@ def cpus_busy_in_user_mode():
             p.wait()
 
 
-@pytest.mark.parametrize("keepalive,busy", [(False, False), (True, False), (True, True)],
-                         ids=["retransmit", "keepalive", "keepalive-cpus-busy"])
+@pytest.mark.parametrize(
+    "keepalive,busy",
+    [(False, False), (True, False), (True, True)],
+    ids=["retransmit", "keepalive", "keepalive-cpus-busy"],
+)
 def test_peer_goes_silent(hosts, keepalive, busy):
     port = free_port()
-    with Tracer("-P", str(port)) as t, (cpus_busy_in_user_mode() if busy else contextlib.nullcontext()):
+    with Tracer("-P", str(port)) as t, cpus_busy_in_user_mode() if busy else contextlib.nullcontext():
         res = scenarios.peer_timeout(hosts, keepalive, port=port, before_cleanup=t.stop)
     incs, err, rc = t.incidents, t.stderr, t.returncode
     assert rc == 0, err
@@ -164,8 +167,7 @@ def test_crash_and_reboot_draws_a_no_socket_reset(hosts):
     assert rc == 0, err
     # Before 6.10 tcp:tcp_send_reset is silent for a reset without a socket; the kprobe plan
     # (tcp_v4_send_reset) and later kernels see it.
-    sender_seen = any(r["type"] == "event" and r["kind"] == "send_reset" and "nosk" in r["flags"]
-                      for r in records)
+    sender_seen = any(r["type"] == "event" and r["kind"] == "send_reset" and "nosk" in r["flags"] for r in records)
     assert sender_seen == (records[0]["plan"]["name"] == "kprobe" or KernelFeatures.probe().send_reset_sees_nosk)
     assert res.client_returncode == -13
     assert res.client_lines[2:] == ["write 100 OK", "write -1 ECONNRESET"]  # then SIGPIPE

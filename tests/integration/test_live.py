@@ -47,17 +47,21 @@ def test_unread_close_default_sigpipe_kills_client(ns):
     assert records[-1]["type"] == "summary" and records[-1]["stats"]["lost"] == 0
 
 
-@pytest.mark.parametrize("client, fate", [
-    ({"sigpipe": "ignore"}, "ignored"),
-    ({"nosignal": True}, "none"),  # MSG_NOSIGNAL: EPIPE and no signal at all
-    ({"sigpipe": "handle"}, "handled"),
-])
+@pytest.mark.parametrize(
+    "client, fate",
+    [
+        ({"sigpipe": "ignore"}, "ignored"),
+        ({"nosignal": True}, "none"),  # MSG_NOSIGNAL: EPIPE and no signal at all
+        ({"sigpipe": "handle"}, "handled"),
+    ],
+)
 def test_unread_close_client_survives(ns, client, fate):
     res, incidents, _, _ = trace_scenario(ns, lambda: scenarios.unread_close(ns, **client))
     assert res.client_returncode == 0
     assert len(incidents) == 1
-    assert_unread_incident(incidents[0], res, ns,
-                           [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")], fate)
+    assert_unread_incident(
+        incidents[0], res, ns, [("write", "ECONNRESET"), ("write", "EPIPE"), ("write", "EPIPE")], fate
+    )
 
 
 def test_perf_buffer_gives_the_same_incident(ns):
@@ -149,8 +153,9 @@ def test_doctor_explains_the_plan():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True,
-                       timeout=300 * TIMEOUT_SCALE)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "doctor"], capture_output=True, text=True, timeout=300 * TIMEOUT_SCALE
+    )
     assert r.returncode == 0, r.stderr
     auto = "kprobe" if kernel_has_kprobes() else "tracepoint"
     assert f"chosen plan: {auto} (" in r.stdout
@@ -161,6 +166,7 @@ def test_doctor_explains_the_plan():
 def demo_unknown_lines() -> int:
     """The demo's abort on close lacks only its reason, on kernels before 6.10."""
     from tracer.kernel import KernelFeatures
+
     return 0 if KernelFeatures.probe().send_reset_has_reason else 1
 
 
@@ -170,16 +176,17 @@ def test_live_view_shows_the_chain_and_why_and_what_to_do():
 
     from tracer.kinds import KINDS
 
-    r = subprocess.run([sys.executable, "-m", "tracer", "-w", "demo"], capture_output=True, text=True,
-                       timeout=120 * TIMEOUT_SCALE)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "-w", "demo"], capture_output=True, text=True, timeout=120 * TIMEOUT_SCALE
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     explanation, advice = KINDS["abort-on-close"].why, KINDS["abort-on-close"].fix
     assert len(lines) == 4 + demo_unknown_lines()
-    assert lines[0].startswith("rst_server[") and lines[0].endswith(
-        "with 1000 unread bytes -> RST (abort on close)")
+    assert lines[0].startswith("rst_server[") and lines[0].endswith("with 1000 unread bytes -> RST (abort on close)")
     assert lines[1].startswith("  -> rst_client[") and lines[1].endswith(
-        "write: ECONNRESET, write: EPIPE, SIGPIPE: killed")
+        "write: ECONNRESET, write: EPIPE, SIGPIPE: killed"
+    )
     assert lines[2:4] == [f"     why: {explanation}", f"     fix: {advice}"]
     if demo_unknown_lines():
         assert lines[4] == "     unknown here: this kernel lacks enum sk_rst_reason (6.10): reason"

@@ -80,12 +80,17 @@ def test_forced_kprobe_plan_where_kprobes_are_refused():
 
     if kernel_has_kprobes():
         pytest.skip("this kernel allows kprobes (the suite runs on the kprobe plan here)")
-    r = subprocess.run([sys.executable, "-m", "tracer", "--plan", "kprobe", "--duration", "1"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "--plan", "kprobe", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == ExitStatus.NO_PLAN
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
-        "rsttrace: error: --plan kprobe is not possible on this kernel: the kernel refused the kprobe trial"]
+        "rsttrace: error: --plan kprobe is not possible on this kernel: the kernel refused the kprobe trial"
+    ]
 
 
 def test_kprobe_plan_compiles_and_passes_the_verifier_here():
@@ -100,8 +105,10 @@ def test_kprobe_plan_compiles_and_passes_the_verifier_here():
     _scaffold_env(feats)
     plan = make_plan(feats, [Trial("kprobe", True, "assumed for this test")], None)
     assert plan.name == "kprobe"
-    b = bcc.BPF(src_file=str(bpf_dir() / "rsttrace.bpf.c"),
-                cflags=feats.cflags(plan.name) + [f"-I{bpf_dir()}", "-DRST_USE_RINGBUF"])
+    b = bcc.BPF(
+        src_file=str(bpf_dir() / "rsttrace.bpf.c"),
+        cflags=feats.cflags(plan.name) + [f"-I{bpf_dir()}", "-DRST_USE_RINGBUF"],
+    )
     try:
         for fn in ("rst_kp_tcp_close", "rst_kp_send_active_reset"):
             assert b.load_func(fn, bcc.BPF.KPROBE).fd >= 0

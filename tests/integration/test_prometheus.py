@@ -17,9 +17,12 @@ from tracer import scenarios
 
 from .service_proc import Service, free_port, poll
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not shutil.which("prometheus"),
-                                 reason="no prometheus server (apt-get install prometheus; run.sh installs it)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not shutil.which("prometheus"), reason="no prometheus server (apt-get install prometheus; run.sh installs it)"
+    ),
+]
 
 
 class Prometheus:
@@ -30,11 +33,18 @@ class Prometheus:
         self.dir = Path(tempfile.mkdtemp(prefix="rsttrace-prom-"))
         self.port = free_port()
         cfg = self.dir / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                       "scrape_configs:\n  - job_name: rsttrace\n    static_configs:\n"
-                       f"      - targets: ['127.0.0.1:{target_port}']\n")
-        self.argv = ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={self.dir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        cfg.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: rsttrace\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{target_port}']\n"
+        )
+        self.argv = [
+            "prometheus",
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
 
     def __enter__(self) -> "Prometheus":
         self.log = open(self.dir / "log", "wb")
@@ -65,6 +75,7 @@ class Prometheus:
             nonlocal got
             got = self.query(q)
             return got == expect
+
         try:
             poll(q, same, timeout=timeout, every=0.25)
         except AssertionError:
@@ -88,8 +99,22 @@ def one(value) -> dict:
 def test_prometheus_scrapes_exact_values(ns):
     port = free_port()
     # A settle time that holds on a loaded machine: the victim's calls must fall into its incident.
-    with Service("--netns", str(ns.inode), "--settle", "2", "--close-wait", "1", "--close-wait-every", "0.5",
-                 "--metrics-top-n", "5", metrics_port=port) as svc, Prometheus(port) as prom:
+    with (
+        Service(
+            "--netns",
+            str(ns.inode),
+            "--settle",
+            "2",
+            "--close-wait",
+            "1",
+            "--close-wait-every",
+            "0.5",
+            "--metrics-top-n",
+            "5",
+            metrics_port=port,
+        ) as svc,
+        Prometheus(port) as prom,
+    ):
         prom.wait_for('up{job="rsttrace"}', one(1))
         for unread in (1000, 2000, 3000):  # default SIGPIPE: the client dies
             scenarios.unread_close(ns, unread=unread)
@@ -104,14 +129,13 @@ def test_prometheus_scrapes_exact_values(ns):
             run.server.expect("closed")
             prom.wait_for("rsttrace_close_wait_sockets", {(("owner", "rst_server"),): 0})
             run.server.send("exit")
-        prom.wait_for("rsttrace_incidents_total", {(("kind", "abort-on-close"),): 5,
-                                                   (("kind", "close-wait"),): 2})
-        prom.wait_for("rsttrace_incidents_by_impact_total", {(("impact", "killed"),): 3,
-                                                             (("impact", "failed-call"),): 2,
-                                                             (("impact", "unknown"),): 2})
+        prom.wait_for("rsttrace_incidents_total", {(("kind", "abort-on-close"),): 5, (("kind", "close-wait"),): 2})
+        prom.wait_for(
+            "rsttrace_incidents_by_impact_total",
+            {(("impact", "killed"),): 3, (("impact", "failed-call"),): 2, (("impact", "unknown"),): 2},
+        )
         prom.wait_for("rsttrace_incidents_by_culprit_total", {(("comm", "rst_server"),): 7})
-        prom.wait_for("rsttrace_incidents_by_victim_total", {(("comm", "rst_client"),): 5,
-                                                             (("comm", "unknown"),): 2})
+        prom.wait_for("rsttrace_incidents_by_victim_total", {(("comm", "rst_client"),): 5, (("comm", "unknown"),): 2})
         prom.wait_for("rsttrace_bytes_discarded_total", one(7000))
         prom.wait_for("rsttrace_sigpipe_deaths_total", one(3))
         prom.wait_for("rsttrace_events_lost_total", one(0))

@@ -73,7 +73,7 @@ def run_service_checks(svc: Service, ns) -> None:
     total = sum(f.stat().st_size for f in files)
     assert CAP - FILE < total <= CAP, (total, seqs)
     incidents = [r for f in files for r in records(f) if r["type"] == "incident"]
-    assert incidents and [i["bytes_discarded"] for i in incidents] == unread[-len(incidents):]
+    assert incidents and [i["bytes_discarded"] for i in incidents] == unread[-len(incidents) :]
 
     # SIGHUP: logrotate renames the file being written, then asks for a new one.
     current = files[-1]
@@ -105,8 +105,19 @@ def run_service_checks(svc: Service, ns) -> None:
 
 def test_service_rotates_caps_reopens_and_stops_cleanly(ns):
     port = free_port()
-    with Service("--netns", str(ns.inode), "--settle", "0.3", "--max-file-size", str(FILE),
-                 "--max-total-size", str(CAP), "--max-age", "1h", metrics_port=port) as svc:
+    with Service(
+        "--netns",
+        str(ns.inode),
+        "--settle",
+        "0.3",
+        "--max-file-size",
+        str(FILE),
+        "--max-total-size",
+        str(CAP),
+        "--max-age",
+        "1h",
+        metrics_port=port,
+    ) as svc:
         run_service_checks(svc, ns)
 
 
@@ -115,22 +126,65 @@ def test_service_under_systemd(ns, tmp_path):  # pragma: no cover - needs system
     """The shipped unit's sandbox and capabilities, applied by systemd-run to a test instance
     (its own directory, port and namespace filter): it traces, rotates, reopens on
     `systemctl kill -s HUP`, and `systemctl stop` leaves whole files and the summary."""
-    keep = {"CapabilityBoundingSet", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
-            "PrivateDevices", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
-            "RestrictNamespaces", "RestrictAddressFamilies", "LockPersonality", "LimitMEMLOCK",
-            "SystemCallArchitectures", "RestrictSUIDSGID"}
-    props = [line.strip() for line in UNIT.read_text().splitlines()
-             if "=" in line and not line.startswith("#") and line.split("=")[0] in keep]
+    keep = {
+        "CapabilityBoundingSet",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictAddressFamilies",
+        "LockPersonality",
+        "LimitMEMLOCK",
+        "SystemCallArchitectures",
+        "RestrictSUIDSGID",
+    }
+    props = [
+        line.strip()
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#") and line.split("=")[0] in keep
+    ]
     d = tmp_path / "traces"
     unit = f"rsttrace-test-{os.getpid()}"
     port = free_port()
     ready = tmp_path / "ready"
     repo = Path(__file__).resolve().parents[2]
-    subprocess.run(["systemd-run", "--unit", unit, "--collect", "-p", f"ReadWritePaths={tmp_path} /var/cache/rsttrace",
-                    *[x for p in props for x in ("-p", p)], "-E", f"PYTHONPATH={repo}", "--working-directory", str(repo),
-                    *CLI, "service", "--dir", str(d), "--ready-file", str(ready), "--netns", str(ns.inode),
-                    "--settle", "0.3", "--max-file-size", str(FILE), "--max-total-size", str(CAP),
-                    "--metrics", f"127.0.0.1:{port}"], check=True)
+    subprocess.run(
+        [
+            "systemd-run",
+            "--unit",
+            unit,
+            "--collect",
+            "-p",
+            f"ReadWritePaths={tmp_path} /var/cache/rsttrace",
+            *[x for p in props for x in ("-p", p)],
+            "-E",
+            f"PYTHONPATH={repo}",
+            "--working-directory",
+            str(repo),
+            *CLI,
+            "service",
+            "--dir",
+            str(d),
+            "--ready-file",
+            str(ready),
+            "--netns",
+            str(ns.inode),
+            "--settle",
+            "0.3",
+            "--max-file-size",
+            str(FILE),
+            "--max-total-size",
+            str(CAP),
+            "--metrics",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+    )
     try:
         poll("the unit ready", ready.exists, timeout=120)
         svc = Service(metrics_port=port, directory=d)
@@ -157,9 +211,14 @@ def test_unit_file_is_valid():
         pytest.skip("no systemd-analyze (apt-get install systemd)")
     proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(UNIT)], capture_output=True, text=True)
     # verify complains about an ExecStart binary missing on a host without rsttrace installed.
-    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
-                if line.strip() and "rsttrace: command not found" not in line
-                and "is not executable" not in line and "Failed to prepare filename" not in line]
+    problems = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if line.strip()
+        and "rsttrace: command not found" not in line
+        and "is not executable" not in line
+        and "Failed to prepare filename" not in line
+    ]
     assert not problems, problems
 
 
@@ -168,8 +227,9 @@ def test_kernel_side_failure_exits_non_zero_with_one_line(tmp_path):
     """No restart of its own: when the kernel refuses what the service needs, one line and a
     non-zero exit, for systemd to act on (Restart=on-failure)."""
     began = time.monotonic()
-    proc = subprocess.run([*CLI, "service", "--dir", str(tmp_path / "t"), "--plan", "kprobe"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*CLI, "service", "--dir", str(tmp_path / "t"), "--plan", "kprobe"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 12, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "kprobe" in proc.stderr, proc.stderr
     assert time.monotonic() - began < 300
@@ -184,8 +244,10 @@ def _has_prctl_tracepoint() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _has_prctl_tracepoint(), reason="task:task_prctl_unknown (the synthetic "
-                    "source's trigger, bench/synth.c) arrived in kernel 6.13")
+@pytest.mark.skipif(
+    not _has_prctl_tracepoint(),
+    reason="task:task_prctl_unknown (the synthetic source's trigger, bench/synth.c) arrived in kernel 6.13",
+)
 def test_lost_events_are_logged_counted_and_summed():
     """A storm the consumer cannot keep up with (the bench's synthetic in-kernel source at
     ~300k events/s): the loss is logged (rate-limited), exported, and in the summary; the

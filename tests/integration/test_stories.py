@@ -20,8 +20,6 @@ pytestmark = pytest.mark.root
 DRIVER = Path(__file__).parent / "drivers" / "early_reply.py"
 
 
-
-
 def comm_of(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
@@ -55,9 +53,14 @@ def early_reply(ns) -> dict:
             server.send("exit")
             server_rc = server.wait()
     after = ns.counters()
-    return {"server": (server.pid, comms[0]), "client": (client.pid, comms[1]), "unread": unread,
-            "read": read, "rc": (server_rc, client_rc),
-            "delta": {k: after.get(k, 0) - before.get(k, 0) for k in ("TcpExt.TCPAbortOnClose", "Tcp.OutRsts")}}
+    return {
+        "server": (server.pid, comms[0]),
+        "client": (client.pid, comms[1]),
+        "unread": unread,
+        "read": read,
+        "rc": (server_rc, client_rc),
+        "delta": {k: after.get(k, 0) - before.get(k, 0) for k in ("TcpExt.TCPAbortOnClose", "Tcp.OutRsts")},
+    }
 
 
 def test_victim_whose_calls_all_succeed_is_named(ns):
@@ -82,8 +85,10 @@ def test_victim_whose_calls_all_succeed_is_named(ns):
     assert v["closed"] is True
     assert inc["impact"] == "unaffected"
     lines = render.chain_lines(inc)
-    assert lines[1] == (f"  -> {res['client'][1]}[{res['client'][0]}] got the RST with {REPLY} bytes unread; "
-                        "read them and closed (no call failed)")
+    assert lines[1] == (
+        f"  -> {res['client'][1]}[{res['client'][0]}] got the RST with {REPLY} bytes unread; "
+        "read them and closed (no call failed)"
+    )
 
 
 def _write_after_close(ns, send: int):
@@ -91,8 +96,14 @@ def _write_after_close(ns, send: int):
     before = ns.counters()
     with Tracer("--netns", str(ns.inode)) as t:
         started_at = time.monotonic()  # before the connection's last segment
-        with scenarios._connected(ns, ns, "127.0.0.1", None, ["--mode", "readall", "--expect", 1000],
-                                  ["--send", 1000, "--writes", 3, "--chunk", send]) as run:
+        with scenarios._connected(
+            ns,
+            ns,
+            "127.0.0.1",
+            None,
+            ["--mode", "readall", "--expect", 1000],
+            ["--send", 1000, "--writes", 3, "--chunk", send],
+        ) as run:
             closed_at = time.monotonic()  # before the close
             run.server.send("close")
             run.server.expect("closed")
@@ -132,6 +143,7 @@ def test_write_after_close_names_the_closer_and_joins_every_rst(ns, burst):
     assert v["sigpipe"] == "killed"
     assert inc["impact"] == "killed"
     head = render.chain_lines(inc)[0]
-    assert head.startswith(f"rst_server[{res.server_pid}] closed 127.0.0.1:{res.server_port}"
-                           f"<-127.0.0.1:{res.client_port} (FIN) after ")
+    assert head.startswith(
+        f"rst_server[{res.server_pid}] closed 127.0.0.1:{res.server_port}<-127.0.0.1:{res.client_port} (FIN) after "
+    )
     assert f"later rst_client[{res.client_pid}] wrote -> RST" in head

@@ -15,8 +15,7 @@ from tracer import scenarios
 
 from .service_proc import CLI, free_port, metric, poll
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(not shutil.which("tmux"),
-                                                   reason="no tmux (apt-get install tmux)")]
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not shutil.which("tmux"), reason="no tmux (apt-get install tmux)")]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,8 +27,7 @@ class Pane:
         self.argv = argv
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, *args], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(["tmux", "-L", self.sock, *args], check=True, capture_output=True, text=True).stdout
 
     def __enter__(self) -> "Pane":
         cmd = f"cd {shlex.quote(str(REPO))} && exec {shlex.join(self.argv)}"
@@ -42,8 +40,11 @@ class Pane:
 
     def dead(self) -> str | None:
         """The exit status once the program ended, else None."""
-        out = self.tmux("list-panes", "-t", "top", "-F",
-                        "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}").strip().split("|")
+        out = (
+            self.tmux("list-panes", "-t", "top", "-F", "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}")
+            .strip()
+            .split("|")
+        )
         if len(out) < 3 or out[0] != "1":
             return None
         if out[2]:
@@ -59,16 +60,31 @@ def test_top_shows_a_known_workload_and_quits_on_q(ns):
     ready = tmp / "ready"
     plan = os.environ.get("RSTTRACE_TEST_PLAN")
     port = free_port()
-    argv = [*CLI, "top", "--netns", str(ns.inode), "--settle", "2", "--window", "60",
-            "--metrics", f"127.0.0.1:{port}",
-            "--ready-file", str(ready), *(["--plan", plan] if plan else [])]
+    argv = [
+        *CLI,
+        "top",
+        "--netns",
+        str(ns.inode),
+        "--settle",
+        "2",
+        "--window",
+        "60",
+        "--metrics",
+        f"127.0.0.1:{port}",
+        "--ready-file",
+        str(ready),
+        *(["--plan", plan] if plan else []),
+    ]
     with Pane(argv) as pane:
         poll("top ready", lambda: ready.exists() or pane.dead(), timeout=120)
         assert pane.dead() is None, pane.screen()
         killed = [scenarios.unread_close(ns, unread=n) for n in (1000, 2000, 3000)]
         lived = [scenarios.unread_close(ns, unread=500, nosignal=True) for _ in range(2)]
-        screen = poll("5 incidents on screen", lambda: (s := pane.screen()) and "5 incidents" in s and
-                      "rst_client" in s and s, timeout=30)
+        screen = poll(
+            "5 incidents on screen",
+            lambda: (s := pane.screen()) and "5 incidents" in s and "rst_client" in s and s,
+            timeout=30,
+        )
         rows = screen.splitlines()
         assert len(rows) <= 24 and max(len(r) for r in rows) <= 80
         assert "bytes discarded 7000" in screen and "SIGPIPE deaths 3" in screen and "lost 0" in screen, screen
@@ -78,7 +94,7 @@ def test_top_shows_a_known_workload_and_quits_on_q(ns):
             for who in (f"rst_server[{res.server_pid}]", f"rst_client[{res.client_pid}]"):
                 line = next((r for r in rows if who in r), None)
                 assert line is not None, (who, screen)
-                cell = line[line.index(who):].split()[:4]
+                cell = line[line.index(who) :].split()[:4]
                 assert cell == [who, "1", str(nbytes), str(deaths)], (who, line)
         # --metrics works in top too (the same counters as the service's).
         assert metric(port, "rsttrace_incidents_total", kind="abort-on-close") == 5

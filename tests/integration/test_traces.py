@@ -29,9 +29,12 @@ def rsttrace(*args):
 
 
 def start_record(path, ready, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", "record", str(path), "--settle", "0.3",
-                             "--ready-file", str(ready), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "record", str(path), "--settle", "0.3", "--ready-file", str(ready), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not ready.exists():
         assert proc.poll() is None, proc.stderr.read()
@@ -43,8 +46,7 @@ def start_record(path, ready, *args):
 def wait_for_line(path, kind, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(json.loads(line)["type"] == kind for line in path.read_text().splitlines()
-               if line.endswith("}")):
+        if any(json.loads(line)["type"] == kind for line in path.read_text().splitlines() if line.endswith("}")):
             return
         time.sleep(0.02)  # polling for the recorder's write
     raise AssertionError(f"no {kind} line in {path} within {timeout}s")
@@ -174,8 +176,9 @@ def test_namespace_filter_holds_from_the_first_event(tmp_path):
     """Resets churn in another namespace while the tracer starts: none may enter the trace,
     not even in the moment between attaching the programs and writing the filter."""
     with scenarios.Netns("rsttrn") as ns, scenarios.Netns("rsttro") as other:
-        churn = subprocess.Popen(["ip", "netns", "exec", other.name, sys.executable, "-c", CHURN, "600"],
-                                 stdout=subprocess.PIPE, text=True)
+        churn = subprocess.Popen(
+            ["ip", "netns", "exec", other.name, sys.executable, "-c", CHURN, "600"], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert churn.stdout.readline() == "ready\n"
             with Tracer("--netns", str(ns.inode)) as t:

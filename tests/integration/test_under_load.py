@@ -79,7 +79,7 @@ def worker_states(pid: int) -> dict[int, tuple[str, str]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if int(rest[1]) == pid and rest[0] != "Z":
             out[int(entry.name)] = (comm, rest[0])
     return out
@@ -119,6 +119,7 @@ class Load:
             last[0] = now
             states = self.hog_states()
             return len(states) == self.hogs and "T" not in states and idle_fraction(before, now) < MAX_IDLE
+
         self._poll(busy, f"{self.cpus} CPU(s) kept busy by {self.hogs} workers")
 
     @contextlib.contextmanager
@@ -127,8 +128,9 @@ class Load:
         group), then let go again."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
         try:
-            self._poll(lambda: set(st for _, st in worker_states(self.proc.pid).values()) <= {"T"},
-                       "every worker stopped")
+            self._poll(
+                lambda: set(st for _, st in worker_states(self.proc.pid).values()) <= {"T"}, "every worker stopped"
+            )
             yield
         finally:
             os.killpg(self.proc.pid, signal.SIGCONT)
@@ -160,9 +162,27 @@ def load(request):
     tmp = tempfile.mkdtemp(prefix="rsttrace-load-")
     # Its own session and process group: paused, resumed and ended as a group, nobody else's.
     proc = subprocess.Popen(
-        ["stress-ng", "--cpu", str(hogs), "--cpu-load", "100", "--hdd", "1", "--hdd-bytes", "16m",
-         "--temp-path", tmp, "--timeout", "0", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            "stress-ng",
+            "--cpu",
+            str(hogs),
+            "--cpu-load",
+            "100",
+            "--hdd",
+            "1",
+            "--hdd-bytes",
+            "16m",
+            "--temp-path",
+            tmp,
+            "--timeout",
+            "0",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     gen = Load(proc, cpus, hogs)
     try:
         gen.wait_busy()
@@ -181,8 +201,10 @@ def load(request):
         if STARTS and capture is not None:
             with capture.global_and_fixture_disabled():
                 walls, cpu = [w for w, _ in STARTS], [c for _, c in STARTS]
-                print(f"\nunder load ({hogs} CPU hogs on {cpus} CPUs): {len(STARTS)} tracer start-ups took "
-                      f"{min(walls):.1f}-{max(walls):.1f}s wall for {min(cpu):.1f}-{max(cpu):.1f}s of CPU")
+                print(
+                    f"\nunder load ({hogs} CPU hogs on {cpus} CPUs): {len(STARTS)} tracer start-ups took "
+                    f"{min(walls):.1f}-{max(walls):.1f}s wall for {min(cpu):.1f}-{max(cpu):.1f}s of CPU"
+                )
 
 
 @pytest.fixture(params=ROUNDS, ids=lambda r: f"round{r}")
@@ -200,15 +222,32 @@ def cmp_form(incidents: list[dict]) -> list[dict]:
     who suffered and how. Not the reset's reason or the ending socket's state, which tell
     which of two kernel paths answered (TIME_WAIT or the orphan: a question of timing), nor
     times and counts of retransmissions."""
+
     def side(s):
         if s is None:
             return None
-        return {"pid": s["pid"], "comm": s["comm"], "state": s.get("state"), "sigpipe": s.get("sigpipe"),
-                "exit_signal": s.get("exit_signal"),
-                "errors": [{"call": e["call"], "errno": e["errno"], "pid": e["pid"]} for e in s["errors"]]}
-    return [{"kind": i["kind"], "culprit": i["culprit"], "bytes_discarded": i.get("bytes_discarded"),
-             "ended_with": i.get("ended_with"), "local": i["local"], "remote": i["remote"],
-             "victim": side(i["victim"]), "owner": side(i.get("owner"))} for i in incidents]
+        return {
+            "pid": s["pid"],
+            "comm": s["comm"],
+            "state": s.get("state"),
+            "sigpipe": s.get("sigpipe"),
+            "exit_signal": s.get("exit_signal"),
+            "errors": [{"call": e["call"], "errno": e["errno"], "pid": e["pid"]} for e in s["errors"]],
+        }
+
+    return [
+        {
+            "kind": i["kind"],
+            "culprit": i["culprit"],
+            "bytes_discarded": i.get("bytes_discarded"),
+            "ended_with": i.get("ended_with"),
+            "local": i["local"],
+            "remote": i["remote"],
+            "victim": side(i["victim"]),
+            "owner": side(i.get("owner")),
+        }
+        for i in incidents
+    ]
 
 
 @contextlib.contextmanager
@@ -272,46 +311,75 @@ def traced(load, ns, scenario, expectation, *args):
 @pytest.mark.parametrize("fate", list(expect.UNREAD_FATES))
 def test_abort_on_close(load, loaded_ns, fate):
     client = expect.UNREAD_FATES[fate][0]
-    traced(load, loaded_ns, lambda: scenarios.unread_close(loaded_ns, **client),
-           lambda res, incs, _: expect.abort_on_close(incs, res, loaded_ns, fate))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.unread_close(loaded_ns, **client),
+        lambda res, incs, _: expect.abort_on_close(incs, res, loaded_ns, fate),
+    )
 
 
 def test_linger_zero(load, loaded_ns):
-    traced(load, loaded_ns, lambda: scenarios.linger_zero(loaded_ns),
-           lambda res, incs, _: expect.linger_zero(incs, res))
+    traced(
+        load, loaded_ns, lambda: scenarios.linger_zero(loaded_ns), lambda res, incs, _: expect.linger_zero(incs, res)
+    )
 
 
 @pytest.mark.parametrize("sig", list(expect.KILL_SIGNALS))
 def test_process_killed_with_unread_data(load, loaded_ns, sig):
     signum = expect.KILL_SIGNALS[sig]
-    traced(load, loaded_ns, lambda: scenarios.killed_server(loaded_ns, sig=signum, unread=True),
-           lambda res, incs, _: expect.killed_with_unread_data(incs, res, signum))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.killed_server(loaded_ns, sig=signum, unread=True),
+        lambda res, incs, _: expect.killed_with_unread_data(incs, res, signum),
+    )
 
 
 def test_process_killed_after_reading(load, loaded_ns):
-    traced(load, loaded_ns, lambda: scenarios.killed_server(loaded_ns, sig=signal.SIGKILL, unread=False),
-           lambda res, incs, _: expect.killed_after_reading(incs, res))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.killed_server(loaded_ns, sig=signal.SIGKILL, unread=False),
+        lambda res, incs, _: expect.killed_after_reading(incs, res),
+    )
 
 
 def test_socket_destroyed(load, loaded_ns):
-    traced(load, loaded_ns, lambda: scenarios.destroyed(loaded_ns),
-           lambda res, incs, _: expect.socket_destroyed(incs, res[0], res[1]))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.destroyed(loaded_ns),
+        lambda res, incs, _: expect.socket_destroyed(incs, res[0], res[1]),
+    )
 
 
 def test_linger2_abort(load, loaded_ns):
-    traced(load, loaded_ns, lambda: scenarios.linger2_abort(loaded_ns),
-           lambda res, incs, _: expect.linger2_abort(incs, res))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.linger2_abort(loaded_ns),
+        lambda res, incs, _: expect.linger2_abort(incs, res),
+    )
 
 
 def test_connection_refused(load, loaded_ns):
     port = free_port()
-    traced(load, loaded_ns, lambda: scenarios.refused(loaded_ns, port=port),
-           lambda res, incs, _: expect.connection_refused(incs, res, port))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.refused(loaded_ns, port=port),
+        lambda res, incs, _: expect.connection_refused(incs, res, port),
+    )
 
 
 def test_write_after_close(load, loaded_ns):
-    traced(load, loaded_ns, lambda: scenarios.write_after_close(loaded_ns),
-           lambda res, incs, _: expect.write_after_close(incs, res))
+    traced(
+        load,
+        loaded_ns,
+        lambda: scenarios.write_after_close(loaded_ns),
+        lambda res, incs, _: expect.write_after_close(incs, res),
+    )
 
 
 def _clean(how):
@@ -321,13 +389,17 @@ def _clean(how):
         else:
             assert (res.client_returncode, res.server_returncode) == (0, 0)
         expect.silent(incs, records)
+
     return check
 
 
 @pytest.mark.parametrize("how", ["readall", "lingering", "half-close"])
 def test_clean_endings_stay_silent(load, loaded_ns, how):
-    scenario = (lambda: scenarios.half_close(loaded_ns)) if how == "half-close" else \
-        (lambda: scenarios.clean_close(loaded_ns, mode=how))
+    scenario = (
+        (lambda: scenarios.half_close(loaded_ns))
+        if how == "half-close"
+        else (lambda: scenarios.clean_close(loaded_ns, mode=how))
+    )
     traced(load, loaded_ns, scenario, _clean(how))
 
 
@@ -361,6 +433,7 @@ def test_close_wait_leak(load, loaded_ns):
 def two_hosts_run(load, scenario, expectation):
     """Like traced(), for the scenarios between two namespaces joined by a link (a fresh pair
     each run: the scenario unplugs or firewalls one), under a host-wide tracer with a port filter."""
+
     def once():
         port = free_port()
         with scenarios.Hosts("rstlh") as hosts, Tracer("-P", str(port)) as t:
@@ -369,6 +442,7 @@ def two_hosts_run(load, scenario, expectation):
             records = t.records()
         assert rc == 0, err
         return t, (res, hosts, port), incs, records
+
     with load.paused():
         quiet_t, quiet_res, quiet, quiet_records = once()
     with load.running():
@@ -384,6 +458,7 @@ def test_peer_goes_silent(load, keepalive):
     def check(got, incs, _):
         res, hosts, port = got
         expect.peer_went_silent(incs, res, hosts, port, keepalive)
+
     two_hosts_run(load, scenario, check)
 
 
@@ -397,6 +472,7 @@ def test_crash_and_reboot(load):
     def check(got, incs, records):
         res, hosts, port = got
         expect.crash_and_reboot(incs, records, res, hosts, port, old[port])
+
     two_hosts_run(load, scenario, check)
 
 
@@ -491,8 +567,12 @@ def starved():
     try:
         limit.join()
         try:
-            hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--timeout", "0", "--quiet"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            hog = subprocess.Popen(
+                ["stress-ng", "--cpu", "1", "--timeout", "0", "--quiet"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             limit.leave()
         deadline = time.monotonic() + 20 * TIMEOUT_SCALE
@@ -514,15 +594,23 @@ def starved():
 
 
 STARVED = {
-    "abort-on-close": (lambda ns: scenarios.unread_close(ns),
-                       lambda res, incs, ns: expect.abort_on_close(incs, res, ns, "default")),
-    "abort-on-close-nosignal": (lambda ns: scenarios.unread_close(ns, nosignal=True),
-                                lambda res, incs, ns: expect.abort_on_close(incs, res, ns, "nosignal")),
+    "abort-on-close": (
+        lambda ns: scenarios.unread_close(ns),
+        lambda res, incs, ns: expect.abort_on_close(incs, res, ns, "default"),
+    ),
+    "abort-on-close-nosignal": (
+        lambda ns: scenarios.unread_close(ns, nosignal=True),
+        lambda res, incs, ns: expect.abort_on_close(incs, res, ns, "nosignal"),
+    ),
     "linger-zero": (lambda ns: scenarios.linger_zero(ns), lambda res, incs, ns: expect.linger_zero(incs, res)),
-    "process-killed": (lambda ns: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=True),
-                       lambda res, incs, ns: expect.killed_with_unread_data(incs, res, signal.SIGKILL)),
-    "socket-destroyed": (lambda ns: scenarios.destroyed(ns),
-                         lambda res, incs, ns: expect.socket_destroyed(incs, res[0], res[1])),
+    "process-killed": (
+        lambda ns: scenarios.killed_server(ns, sig=signal.SIGKILL, unread=True),
+        lambda res, incs, ns: expect.killed_with_unread_data(incs, res, signal.SIGKILL),
+    ),
+    "socket-destroyed": (
+        lambda ns: scenarios.destroyed(ns),
+        lambda res, incs, ns: expect.socket_destroyed(incs, res[0], res[1]),
+    ),
 }
 
 

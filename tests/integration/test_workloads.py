@@ -146,8 +146,7 @@ UNREAD_CASES = {
     # The handler runs as the write returns, so its line precedes the result.
     "sigpipe-handle": (
         dict(sigpipe="handle"),
-        ["write -1 ECONNRESET", "sigpipe handled", "write -1 EPIPE",
-         "sigpipe handled", "write -1 EPIPE", "done"],
+        ["write -1 ECONNRESET", "sigpipe handled", "write -1 EPIPE", "sigpipe handled", "write -1 EPIPE", "done"],
         0,
     ),
     "nosignal": (
@@ -171,9 +170,7 @@ def test_unread_close(ns, kwargs, after_go, client_rc):
         *after_go,
     ]
     assert r.client_returncode == client_rc
-    assert r.server_lines == [
-        f"listening {r.server_port} pid={r.server_pid}", "accepted", "unread 1000", "closed"
-    ]
+    assert r.server_lines == [f"listening {r.server_port} pid={r.server_pid}", "accepted", "unread 1000", "closed"]
     assert r.server_returncode == 0
     assert r.bytes_unread == 1000
     assert r.netns_inode == ns.inode
@@ -192,11 +189,12 @@ def test_clean_close_sends_no_reset(ns, mode):
         "lingering": (["shutdown", "drained 1200"], ["write 100 OK", "write 100 OK"]),
     }
     server_middle, client_writes = expected[mode]
-    assert r.server_lines == [
-        f"listening {r.server_port} pid={r.server_pid}", "accepted", *server_middle, "closed"
-    ]
+    assert r.server_lines == [f"listening {r.server_port} pid={r.server_pid}", "accepted", *server_middle, "closed"]
     assert r.client_lines == [
-        f"connected pid={r.client_pid} sport={r.client_port}", "sent 1000", *client_writes, "done"
+        f"connected pid={r.client_pid} sport={r.client_port}",
+        "sent 1000",
+        *client_writes,
+        "done",
     ]
     assert (r.client_returncode, r.server_returncode) == (0, 0)
     assert r.bytes_unread is None

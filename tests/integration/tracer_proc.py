@@ -68,9 +68,20 @@ class Tracer:
         # Quiet time before an incident is reported: longer where everything runs slower, or a
         # victim's next call (a few scheduler ticks later) would come after its incident.
         settle *= min(TIMEOUT_SCALE, 4.0)
-        self.argv = [sys.executable, "-m", "tracer", "--json", "--settle", str(settle),
-                     "--ready-file", str(self.ready), "-o", str(self.trace),
-                     *(["--plan", plan] if plan else []), *args]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "tracer",
+            "--json",
+            "--settle",
+            str(settle),
+            "--ready-file",
+            str(self.ready),
+            "-o",
+            str(self.trace),
+            *(["--plan", plan] if plan else []),
+            *args,
+        ]
 
     def __enter__(self) -> "Tracer":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,8 +90,7 @@ class Tracer:
         self._err: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._err_reader = threading.Thread(
-            target=lambda: self._err.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
+        self._err_reader = threading.Thread(target=lambda: self._err.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
         self._err_reader.start()
         began = last_progress = time.monotonic()
         used = 0.0
@@ -97,10 +107,14 @@ class Tracer:
                 self.proc.kill()
                 self.proc.wait()
                 self._err_reader.join(STOP_TIMEOUT)
-                why = (f"after {used:.1f}s of its own CPU time" if used > START_TIMEOUT
-                       else f"and used no CPU for {now - last_progress:.1f}s")
-                raise RuntimeError(f"rsttrace not ready {why} ({now - began:.1f}s since it started): "
-                                   f"{''.join(self._err)}")
+                why = (
+                    f"after {used:.1f}s of its own CPU time"
+                    if used > START_TIMEOUT
+                    else f"and used no CPU for {now - last_progress:.1f}s"
+                )
+                raise RuntimeError(
+                    f"rsttrace not ready {why} ({now - began:.1f}s since it started): {''.join(self._err)}"
+                )
             time.sleep(0.02)  # polling for readiness, not waiting for an effect
         # How long start-up took, in wall and CPU time (test_under_load reports both).
         Tracer.started.append((time.monotonic() - began, used))

@@ -1,6 +1,6 @@
 """The kernel matrix's results as a Markdown table (tests/vm/run-matrix writes them):
 
-    python -m tests.matrix.table DIR
+python -m tests.matrix.table DIR
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ def _junit(path: Path) -> str:
 
 
 def rows(results: Path) -> list[str]:
-    out = ["| kernel | release | plan | matrix session: scenarios passed | root suite | boot s | "
-           "tracer start s (CPU) | scenarios s | guest wall s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| kernel | release | plan | matrix session: scenarios passed | root suite | boot s | "
+        "tracer start s (CPU) | scenarios s | guest wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for summary in sorted(results.glob("*/*/summary.json"), key=lambda p: (p.parent.parent.name != "host", str(p))):
         s = json.loads(summary.read_text())
         run = summary.parent
@@ -45,13 +47,17 @@ def rows(results: Path) -> list[str]:
         total = s["passed"] + s["failed"]
         failed = [k for k, v in s["scenarios"].items() if v == "failed"]
         passed = f"{s['passed']}/{total}" + (f" (failed: {', '.join(failed)})" if failed else "")
-        out.append(f"| {s['kernel']} | {s['release']} | {s['plan']} | {passed} | {_junit(run / 'root-junit.xml')} | "
-                   f"{t.get('boot', '-')} | {s.get('start_wall_s')} ({s.get('start_cpu_s')}) | "
-                   f"{s.get('scenarios_wall_s')} | {t.get('wall', '-')} |")
+        out.append(
+            f"| {s['kernel']} | {s['release']} | {s['plan']} | {passed} | {_junit(run / 'root-junit.xml')} | "
+            f"{t.get('boot', '-')} | {s.get('start_wall_s')} ({s.get('start_cpu_s')}) | "
+            f"{s.get('scenarios_wall_s')} | {t.get('wall', '-')} |"
+        )
     for rc in sorted(results.glob("*/*/session.rc")):
         if not (rc.parent / "summary.json").exists():
-            out.append(f"| {rc.parent.parent.name} | ? | {rc.parent.name} | no result (exit {rc.read_text().strip()}; "
-                       f"see {rc.parent / 'vm-session'}) | | | | | |")
+            out.append(
+                f"| {rc.parent.parent.name} | ? | {rc.parent.name} | no result (exit {rc.read_text().strip()}; "
+                f"see {rc.parent / 'vm-session'}) | | | | | |"
+            )
     return out
 
 

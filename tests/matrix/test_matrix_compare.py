@@ -39,8 +39,11 @@ def cases():
     ref = reference(all_runs)
     others = [r for r in all_runs if r != ref]
     if not others:
-        why = ("RSTTRACE_MATRIX_RESULTS is not set (./run.sh test-kernels sets it)" if not RESULTS
-               else f"fewer than two matrix runs under {RESULTS}")
+        why = (
+            "RSTTRACE_MATRIX_RESULTS is not set (./run.sh test-kernels sets it)"
+            if not RESULTS
+            else f"fewer than two matrix runs under {RESULTS}"
+        )
         return [pytest.param(None, None, None, marks=pytest.mark.skip(reason=why), id="no-matrix-results")]
     out = []
     for run in others:
@@ -78,5 +81,7 @@ def test_same_incidents_as_the_reference(ref, run, scenario):
     got, problems_g = comparable(g, h)
     assert problems_h + problems_g == []
     diffs = differences(want, got)
-    assert diffs == [], (f"{run} (kernel {g['kernel']}, plan {g['plan']}) vs {ref} (kernel {h['kernel']}, "
-                         f"plan {h['plan']}):\n  " + "\n  ".join(diffs))
+    assert diffs == [], (
+        f"{run} (kernel {g['kernel']}, plan {g['plan']}) vs {ref} (kernel {h['kernel']}, "
+        f"plan {h['plan']}):\n  " + "\n  ".join(diffs)
+    )

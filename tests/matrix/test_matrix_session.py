@@ -47,8 +47,9 @@ pytestmark = pytest.mark.root
 
 RESULTS = os.environ.get("RSTTRACE_MATRIX_RESULTS")
 if not RESULTS:
-    pytest.skip("the matrix session runs under ./run.sh test-kernels (set RSTTRACE_MATRIX_RESULTS)",
-                allow_module_level=True)
+    pytest.skip(
+        "the matrix session runs under ./run.sh test-kernels (set RSTTRACE_MATRIX_RESULTS)", allow_module_level=True
+    )
 KERNEL = os.environ.get("RSTTRACE_MATRIX_KERNEL", "host")
 # CLOSE_WAIT threshold of the session: long enough that no other scenario's victim, briefly in
 # CLOSE_WAIT between two steps, is reported (a step can take a second under TCG).
@@ -65,6 +66,7 @@ def results_dir() -> Path | None:
 @dataclass
 class Played:
     """What one scenario did: its ports (to find its incidents and events) and the check."""
+
     ports: set[int]
     check: Callable[[list[dict], list[dict]], object]
     error: str | None = None
@@ -79,8 +81,8 @@ def _unread(fate: str):
         client, *_ = expect.UNREAD_FATES[fate]
         with scenarios.Netns("rstm") as ns:
             res = scenarios.unread_close(ns, port=port, **client)
-        return Played({res.server_port, res.client_port},
-                      lambda incs, evs: expect.abort_on_close(incs, res, ns, fate))
+        return Played({res.server_port, res.client_port}, lambda incs, evs: expect.abort_on_close(incs, res, ns, fate))
+
     return play
 
 
@@ -95,6 +97,7 @@ def _unread_recv(t, port):
         v = expect.victim(inc, res)
         assert errors(v) == [("read", "ECONNRESET")]
         assert v["sigpipe"] is None
+
     return Played({res.server_port, res.client_port}, check)
 
 
@@ -113,6 +116,7 @@ def _unread_ipv6(t, port):
         v = expect.victim(inc, res)
         assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
         assert v["sigpipe"] == "killed"
+
     return Played({res.server_port, res.client_port}, check)
 
 
@@ -133,6 +137,7 @@ def _two_namespaces(t, port):
         assert v["netns"] == h.a.inode
         assert errors(v) == [("write", "ECONNRESET"), ("write", "EPIPE")]
         assert v["sigpipe"] == "killed"
+
     return Played({res.server_port, res.client_port}, check)
 
 
@@ -146,8 +151,10 @@ def _killed_unread(sig):
     def play(t, port):
         with scenarios.Netns("rstm") as ns:
             res = scenarios.killed_server(ns, sig=sig, unread=True, port=port)
-        return Played({res.server_port, res.client_port},
-                      lambda incs, evs: expect.killed_with_unread_data(incs, res, sig))
+        return Played(
+            {res.server_port, res.client_port}, lambda incs, evs: expect.killed_with_unread_data(incs, res, sig)
+        )
+
     return play
 
 
@@ -160,8 +167,7 @@ def _killed_after_reading(t, port):
 def _destroyed(t, port):
     with scenarios.Netns("rstm") as ns:
         res, ss_pid = scenarios.destroyed(ns, port=port)
-    return Played({res.server_port, res.client_port},
-                  lambda incs, evs: expect.socket_destroyed(incs, res, ss_pid))
+    return Played({res.server_port, res.client_port}, lambda incs, evs: expect.socket_destroyed(incs, res, ss_pid))
 
 
 def _linger2(t, port):
@@ -194,6 +200,7 @@ def _write_after_close(t, port):
         assert v["state"] == "CLOSE_WAIT"
         assert errors(v) == [("write", "EPIPE")]
         assert v["sigpipe"] == "killed"
+
     return Played({res.server_port, res.client_port}, check)
 
 
@@ -205,19 +212,27 @@ def _silent(run, **kw):
         def check(incs, evs):
             assert (res.client_returncode, res.server_returncode) == (0, 0)
             expect.silent(incs, evs)
+
         return Played({res.server_port, res.client_port}, check)
+
     return play
 
 
 def _close_wait(t, port):
     with scenarios.Netns("rstm") as ns:
         with scenarios.close_wait(ns, port=port) as run:
-            first = t.wait_for(lambda i: i["kind"] == "close-wait" and i["local"]["port"] == run.server_port,
-                               timeout=30 * TIMEOUT_SCALE)
+            first = t.wait_for(
+                lambda i: i["kind"] == "close-wait" and i["local"]["port"] == run.server_port,
+                timeout=30 * TIMEOUT_SCALE,
+            )
             run.server.send("close")
             run.server.expect("closed")
-            second = t.wait_for(lambda i: i["kind"] == "close-wait" and i["local"]["port"] == run.server_port
-                                and i["id"] != first["id"], timeout=30 * TIMEOUT_SCALE)
+            second = t.wait_for(
+                lambda i: (
+                    i["kind"] == "close-wait" and i["local"]["port"] == run.server_port and i["id"] != first["id"]
+                ),
+                timeout=30 * TIMEOUT_SCALE,
+            )
             run.server.send("exit")
             run.server.wait()
 
@@ -231,6 +246,7 @@ def _close_wait(t, port):
         assert [i["close_wait_unread"] for i in incs] == [1000, 0]
         assert first["close_wait_closed"] is False and second["close_wait_closed"] is True
         assert CLOSE_WAIT_S * 1e9 <= first["close_wait_age_ns"] <= second["close_wait_age_ns"]
+
     return Played({run.server_port, run.client_port}, check)
 
 
@@ -241,8 +257,10 @@ def _peer_timeout(keepalive: bool):
             # A's answer from no socket) never travel, as if the tracer had stopped (test_kinds).
             unplug = lambda: scenarios._ip("-n", h.a.name, "link", "del", "veth-a")  # noqa: E731
             res = scenarios.peer_timeout(h, keepalive, port=port, before_cleanup=unplug)
-        return Played({res.server_port, res.client_port},
-                      lambda incs, evs: expect.peer_went_silent(incs, res, h, port, keepalive))
+        return Played(
+            {res.server_port, res.client_port}, lambda incs, evs: expect.peer_went_silent(incs, res, h, port, keepalive)
+        )
+
     return play
 
 
@@ -250,8 +268,10 @@ def _crash_reboot(t, port):
     with scenarios.Hosts("rstm") as h:
         old_b = h.b.inode
         res = scenarios.crash_reboot(h, port=port)
-    return Played({res.server_port, res.client_port},
-                  lambda incs, evs: expect.crash_and_reboot(incs, evs_with_header(evs), res, h, port, old_b))
+    return Played(
+        {res.server_port, res.client_port},
+        lambda incs, evs: expect.crash_and_reboot(incs, evs_with_header(evs), res, h, port, old_b),
+    )
 
 
 def evs_with_header(evs: list[dict]) -> list[dict]:
@@ -356,13 +376,25 @@ def _session():
         evs = [r for r in records if r.get("type") == "event" and _mine(r, p.ports)]
         per[name] = (incs, evs)
         if out is not None:
-            doc = {"test": name, "runs": [{"kernel": header.get("kernel"), "plan": header["plan"]["name"],
-                                           "missing": header["plan"].get("missing", []),
-                                           "incidents": incident_dump.normalise(incs)}]}
+            doc = {
+                "test": name,
+                "runs": [
+                    {
+                        "kernel": header.get("kernel"),
+                        "plan": header["plan"]["name"],
+                        "missing": header["plan"].get("missing", []),
+                        "incidents": incident_dump.normalise(incs),
+                    }
+                ],
+            }
             (out / "incidents" / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     claimed = {id(i) for incs, _ in per.values() for i in incs}
-    return {"played": played, "per": per, "stray": [i for i in incidents if id(i) not in claimed],
-            "plan": header["plan"]["name"]}
+    return {
+        "played": played,
+        "per": per,
+        "stray": [i for i in incidents if id(i) not in claimed],
+        "plan": header["plan"]["name"],
+    }
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -15,8 +15,12 @@ BENCH = Path(__file__).resolve().parent.parent.parent / "bench" / "trace_scale.p
 
 
 def test_trace_scale_smoke(tmp_path):
-    r = subprocess.run([sys.executable, str(BENCH), "--events", "2000", "--dir", str(tmp_path), "--json"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(BENCH), "--events", "2000", "--dir", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     # 10 events and 1 incident per synthesised connection (the recorded 6.18 streams).
@@ -30,8 +34,8 @@ def test_bench_incident_check_accounts_for_resets_the_kernel_sent_unasked():
     from bench.harness import check_incidents
 
     def made(kind):
-        return {"kind": kind, "bytes_discarded": 64,
-                "victim": {"errors": [{"call": "read", "errno": "ECONNRESET"}]}}
+        return {"kind": kind, "bytes_discarded": 64, "victim": {"errors": [{"call": "read", "errno": "ECONNRESET"}]}}
+
     asked = [made("abort-on-close")] * 3 + [made("linger-zero")]
     assert check_incidents(asked, 3, 1, out_rsts=4)["exact"]
     stray = [{"kind": "passive-reset"}, {"kind": "reset-received"}]

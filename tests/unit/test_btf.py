@@ -12,8 +12,10 @@ from tracer.btf import Btf, BtfError
 
 def _blob() -> bytes:
     strings = b"\0int\0outer\0a\0b\0inner\0x\0flag\0e_t\0ONE\0TWO\0"
-    off = {s: strings.index(b"\0" + s.encode() + b"\0") + 1 for s in
-           ["int", "outer", "a", "b", "inner", "x", "flag", "e_t", "ONE", "TWO"]}
+    off = {
+        s: strings.index(b"\0" + s.encode() + b"\0") + 1
+        for s in ["int", "outer", "a", "b", "inner", "x", "flag", "e_t", "ONE", "TWO"]
+    }
     t = b""
     t += struct.pack("<IIII", off["int"], 1 << 24, 4, 32)  # 1: int
     # 2: struct inner { int x; unsigned flag:3 } (kind_flag set: bitfield offsets)

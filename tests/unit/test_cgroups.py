@@ -13,34 +13,48 @@ CID = "4f3c2b1a" * 8
 UID = "0c3e4f5a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
 
 
-@pytest.mark.parametrize("path,runtime,pod", [
-    # cgroup v2, systemd driver
-    (f"/system.slice/docker-{CID}.scope", "docker", None),
-    (f"/machine.slice/libpod-{CID}.scope", "podman", None),
-    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope/container", "podman", None),
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
-     f"cri-containerd-{CID}.scope", "containerd", UID),
-    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-{CID}.scope", "cri-o", UID),
-    # cgroup v1 / cgroupfs driver
-    (f"/docker/{CID}", "docker", None),
-    (f"/libpod_parent/libpod-{CID}", "podman", None),
-    (f"/kubepods/besteffort/pod{UID}/{CID}", "containerd", UID),
-    (f"/kubepods/pod{UID}/{CID}", "containerd", UID),
-])
+@pytest.mark.parametrize(
+    "path,runtime,pod",
+    [
+        # cgroup v2, systemd driver
+        (f"/system.slice/docker-{CID}.scope", "docker", None),
+        (f"/machine.slice/libpod-{CID}.scope", "podman", None),
+        (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope/container", "podman", None),
+        (
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
+            f"cri-containerd-{CID}.scope",
+            "containerd",
+            UID,
+        ),
+        (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-{CID}.scope", "cri-o", UID),
+        # cgroup v1 / cgroupfs driver
+        (f"/docker/{CID}", "docker", None),
+        (f"/libpod_parent/libpod-{CID}", "podman", None),
+        (f"/kubepods/besteffort/pod{UID}/{CID}", "containerd", UID),
+        (f"/kubepods/pod{UID}/{CID}", "containerd", UID),
+    ],
+)
 def test_each_runtime_is_named_from_its_path(path, runtime, pod):
     assert container_of(path) == {"id": CID, "runtime": runtime, "pod_uid": pod}
 
 
-@pytest.mark.parametrize("path", [None, "", "/", "/system.slice/sshd.service", f"/docker/{CID[:12]}",
-                                  "/user.slice/user-0.slice/session-3.scope"])
+@pytest.mark.parametrize(
+    "path",
+    [None, "", "/", "/system.slice/sshd.service", f"/docker/{CID[:12]}", "/user.slice/user-0.slice/session-3.scope"],
+)
 def test_no_container_where_the_path_names_none(path):
     assert container_of(path) is None
 
 
 def test_describe_a_side():
     assert describe(0, None) is None
-    assert describe(7, f"/docker/{CID}") == {"id": 7, "path": f"/docker/{CID}", "container": CID,
-                                             "runtime": "docker", "pod_uid": None}
+    assert describe(7, f"/docker/{CID}") == {
+        "id": 7,
+        "path": f"/docker/{CID}",
+        "container": CID,
+        "runtime": "docker",
+        "pod_uid": None,
+    }
     assert describe(7, None) == {"id": 7, "path": None, "container": None, "runtime": None, "pod_uid": None}
 
 

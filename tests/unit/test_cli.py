@@ -16,8 +16,14 @@ def rsttrace(*args, user=None):
     kw = {}
     if user is not None:
         kw["user"] = user
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), **kw)
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        **kw,
+    )
 
 
 def one_line_error(r):
@@ -55,8 +61,10 @@ def test_unknown_option_is_a_usage_error():
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root check comes first")
 def test_missing_btf():
     env = dict(os.environ, RSTTRACE_BTF="/nonexistent/vmlinux")
-    r = subprocess.run([sys.executable, "-m", "tracer", "--duration", "1"], capture_output=True,
-                       text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "--duration", "1"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert r.returncode == ExitStatus.NO_BTF
-    assert one_line_error(r) == ("rsttrace: error: no BTF at /nonexistent/vmlinux: rsttrace needs a "
-                                 "kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    assert one_line_error(r) == (
+        "rsttrace: error: no BTF at /nonexistent/vmlinux: rsttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )

@@ -12,11 +12,23 @@ from tracer.closewait import CLOSE_WAIT, CloseWaitWatch
 from tracer.sockdiag import TcpRow
 
 
-def diag_msg(*, af=socket.AF_INET, state=CLOSE_WAIT, sport=8000, dport=51234, src="10.0.0.1",
-             dst="10.0.0.2", rqueue=1001, ino=4242, times=(7000, 0, 5000, 3000)) -> bytes:
+def diag_msg(
+    *,
+    af=socket.AF_INET,
+    state=CLOSE_WAIT,
+    sport=8000,
+    dport=51234,
+    src="10.0.0.1",
+    dst="10.0.0.2",
+    rqueue=1001,
+    ino=4242,
+    times=(7000, 0, 5000, 3000),
+) -> bytes:
     """One SOCK_DIAG_BY_FAMILY message as the kernel sends it (with INET_DIAG_INFO)."""
+
     def raw(a):
         return socket.inet_pton(af, a).ljust(16, b"\0")
+
     body = struct.pack("=BBBB", af, state, 0, 0)
     body += struct.pack("!HH16s16s", sport, dport, raw(src), raw(dst))
     body += struct.pack("=I8sIIIII", 1, b"\0" * 8, 0, rqueue, 0, 1000, ino)
@@ -75,7 +87,8 @@ class Sweeps:
         self.watch = CloseWaitWatch(
             threshold_ns=int(threshold_s * 1e9),
             report=lambda o, now: self.reported.append((o.ino, o.since_ns, o.preexisting, now)),
-            forget=self.forgotten.append)
+            forget=self.forgotten.append,
+        )
         self.watch.rows = lambda: [(1, r) for r in self.rows]
 
 
@@ -135,7 +148,8 @@ def test_proc_fallback_when_sock_diag_cannot_answer(tmp_path, monkeypatch):
     (pid / "net" / "tcp").write_text(
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
         "   0: 0100007F:1F40 0100007F:9C40 08 00000000:000003E9 00:00000000 00000000  1000        0 5151 1\n"
-        "   1: 0100007F:1F40 0100007F:9C41 01 00000000:00000000 00:00000000 00000000  1000        0 5152 1\n")
+        "   1: 0100007F:1F40 0100007F:9C41 01 00000000:00000000 00:00000000 00000000  1000        0 5152 1\n"
+    )
     reported = []
     watch = CloseWaitWatch(threshold_ns=S, report=lambda o, now: reported.append(o), proc=str(tmp_path))
     watch.start(0)
@@ -143,5 +157,10 @@ def test_proc_fallback_when_sock_diag_cannot_answer(tmp_path, monkeypatch):
     watch.sweep(2 * S)
     [o] = reported
     assert (o.ino, o.since_ns, o.preexisting, o.owner) == (5151, None, True, (77, "leaky"))
-    assert (o.row.laddr, o.row.lport, o.row.raddr, o.row.rport, o.row.rx_queue) == \
-        ("127.0.0.1", 8000, "127.0.0.1", 40000, 1001)
+    assert (o.row.laddr, o.row.lport, o.row.raddr, o.row.rport, o.row.rx_queue) == (
+        "127.0.0.1",
+        8000,
+        "127.0.0.1",
+        40000,
+        1001,
+    )

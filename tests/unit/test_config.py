@@ -17,15 +17,18 @@ def test_valid_filters_become_numbers():
     assert f.pids == {os.getpid()} and f.ports == {80, 443} and f.netns == ino and f.comm == "nginx"
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"pids": ["abc"]}, "invalid pid 'abc'"),
-    ({"pids": ["-3"]}, "invalid pid '-3'"),
-    ({"pids": ["4194304999"]}, "no process with pid 4194304999"),
-    ({"ports": ["0"]}, "invalid port '0'"),
-    ({"ports": ["80; rm -rf /"]}, "invalid port"),
-    ({"comm": "a" * 16}, "invalid comm"),
-    ({"netns": "no-such-namespace"}, "unknown network namespace"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"pids": ["abc"]}, "invalid pid 'abc'"),
+        ({"pids": ["-3"]}, "invalid pid '-3'"),
+        ({"pids": ["4194304999"]}, "no process with pid 4194304999"),
+        ({"ports": ["0"]}, "invalid port '0'"),
+        ({"ports": ["80; rm -rf /"]}, "invalid port"),
+        ({"comm": "a" * 16}, "invalid comm"),
+        ({"netns": "no-such-namespace"}, "unknown network namespace"),
+    ],
+)
 def test_invalid_filters_are_refused(kw, message):
     with pytest.raises(BadFilter, match=message):
         build_filters(**kw)
@@ -37,6 +40,7 @@ def test_filter_maps_hold_1024_values(monkeypatch):
     class Exists(type(config.Path())):
         def exists(self):
             return True
+
     monkeypatch.setattr(config, "Path", Exists)
     assert len(build_filters(pids=[str(p) for p in range(1, 1025)]).pids) == 1024
     with pytest.raises(BadFilter, match=r"^too many pids: 1025 \(the kernel's filter holds 1024\)$"):
@@ -62,8 +66,13 @@ def test_cgroup_filter_matches_any_side():
 
     def inc(culprit=None, victim=None, owner=None):
         side = lambda i: {"id": i} if i else None  # noqa: E731
-        return {"culprit": None, "victim": None, "local": {"port": 1}, "remote": {"port": 2},
-                "cgroups": {"culprit": side(culprit), "victim": side(victim), "owner": side(owner)}}
+        return {
+            "culprit": None,
+            "victim": None,
+            "local": {"port": 1},
+            "remote": {"port": 2},
+            "cgroups": {"culprit": side(culprit), "victim": side(victim), "owner": side(owner)},
+        }
 
     f = Filters(cgroups=frozenset({7, 8}))
     assert f.matches(inc(culprit=7)) and f.matches(inc(victim=8)) and f.matches(inc(owner=7))

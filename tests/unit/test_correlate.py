@@ -94,9 +94,17 @@ def test_socket_address_reuse_starts_a_new_lifetime():
     """Two connections, the second reusing both sockets' kernel addresses after destroy."""
     evs = events_of("unread_default.jsonl")
     t_end = max(e.ts_ns for e in evs)
-    second = [replace(e, ts_ns=e.ts_ns + t_end + 10**9, pid=e.pid + 1000 if e.pid else 0,
-                      tid=e.tid + 1000 if e.tid else 0,
-                      lport=e.lport + 1, rport=e.rport + 1) for e in evs]
+    second = [
+        replace(
+            e,
+            ts_ns=e.ts_ns + t_end + 10**9,
+            pid=e.pid + 1000 if e.pid else 0,
+            tid=e.tid + 1000 if e.tid else 0,
+            lport=e.lport + 1,
+            rport=e.rport + 1,
+        )
+        for e in evs
+    ]
     out = incidents(evs + second)
     assert len(out) == 2
     server, client = live_pids()
@@ -121,12 +129,25 @@ def test_a_recycled_socket_address_is_a_new_socket_when_its_end_was_lost():
     kernel then gave its address to the next connection's server socket. Its close (64 bytes
     unread) used to be pinned on the old incident: no culprit, 0 bytes (bench ingest: 21 such
     incidents; 481 in a 15 s run with the trace recorded). The 4-tuple tells the sockets apart."""
-    X, S1, C2 = 0xffff8001, 0xffff8002, 0xffff8004
+    X, S1, C2 = 0xFFFF8001, 0xFFFF8002, 0xFFFF8004
     ns = 7
 
     def ev(ts, kind, sk, laddr, lport, raddr, rport, **kw):
-        base = dict(ts_ns=ts, kind=kind, pid=100, tid=100, comm="churn", ctx="task", sk=sk, netns=ns,
-                    laddr=laddr, lport=lport, raddr=raddr, rport=rport, state="CLOSE")
+        base = dict(
+            ts_ns=ts,
+            kind=kind,
+            pid=100,
+            tid=100,
+            comm="churn",
+            ctx="task",
+            sk=sk,
+            netns=ns,
+            laddr=laddr,
+            lport=lport,
+            raddr=raddr,
+            rport=rport,
+            state="CLOSE",
+        )
         base.update(kw)
         return Event(**base)
 
@@ -141,8 +162,18 @@ def test_a_recycled_socket_address_is_a_new_socket_when_its_end_was_lost():
         # (X's destroy was lost.) Connection B: its server socket has X's address.
         ev(9 * ms, "close", X, "127.0.0.2", 80, "127.0.0.1", 40002, pid=200, oldstate="ESTABLISHED", bytes=64),
         ev(10 * ms, "recv_reset", C2, "127.0.0.1", 40002, "127.0.0.2", 80, ctx="irq", state="ESTABLISHED"),
-        ev(11 * ms, "send_reset", X, "127.0.0.2", 80, "127.0.0.1", 40002, pid=200, reason="TCP_ABORT_ON_CLOSE",
-           bytes=64),
+        ev(
+            11 * ms,
+            "send_reset",
+            X,
+            "127.0.0.2",
+            80,
+            "127.0.0.1",
+            40002,
+            pid=200,
+            reason="TCP_ABORT_ON_CLOSE",
+            bytes=64,
+        ),
         ev(12 * ms, "destroy", X, "127.0.0.2", 80, "127.0.0.1", 40002, pid=200, flags=["orphan"]),
         ev(13 * ms, "io_error", C2, "127.0.0.1", 40002, "127.0.0.2", 80, pid=300, err="ECONNRESET", flags=["send"]),
         ev(14 * ms, "destroy", C2, "127.0.0.1", 40002, "127.0.0.2", 80, pid=300),
@@ -150,7 +181,17 @@ def test_a_recycled_socket_address_is_a_new_socket_when_its_end_was_lost():
     c = Correlator(settle_ns=100 * ms)
     # A stays open (its victim's end was never seen) and is reported last.
     b, a = [i.to_dict() for i in c.run(evs)]
-    assert (a["kind"], a["bytes_discarded"], a["culprit"]["pid"], a["remote"]["port"]) == ("abort-on-close", 64, 100, 40000)
-    assert (b["kind"], b["bytes_discarded"], b["culprit"]["pid"], b["remote"]["port"]) == ("abort-on-close", 64, 200, 40002)
+    assert (a["kind"], a["bytes_discarded"], a["culprit"]["pid"], a["remote"]["port"]) == (
+        "abort-on-close",
+        64,
+        100,
+        40000,
+    )
+    assert (b["kind"], b["bytes_discarded"], b["culprit"]["pid"], b["remote"]["port"]) == (
+        "abort-on-close",
+        64,
+        200,
+        40002,
+    )
     assert b["victim"]["pid"] == 300 and b["victim"]["errors"][0]["errno"] == "ECONNRESET"
     assert c.stats["stale"] == 1

@@ -34,7 +34,7 @@ def switches_used() -> set[str]:
 
 def test_every_switch_is_documented_in_compat_h():
     compat = (BPF / "compat.h").read_text()
-    head = compat[:compat.index("#ifndef RST_COMPAT_H")]
+    head = compat[: compat.index("#ifndef RST_COMPAT_H")]
     missing = {s for s in switches_used() if s not in head}
     assert missing == set(), "switches used in bpf/ but not listed (with their reason) in compat.h"
 

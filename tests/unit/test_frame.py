@@ -58,17 +58,32 @@ def test_incident_columns_are_typed_and_flat():
     dt = inc.dtypes.astype(str).to_dict()
     for col in ("time", "close_time", "reset_time"):
         assert dt[col] == "datetime64[ns]", col
-    for col in ("id", "culprit_pid", "bytes_discarded", "victim_pid", "victim_exit_signal", "first_ns",
-                "close_wait_age_ns"):
+    for col in (
+        "id",
+        "culprit_pid",
+        "bytes_discarded",
+        "victim_pid",
+        "victim_exit_signal",
+        "first_ns",
+        "close_wait_age_ns",
+    ):
         assert dt[col] == "Int64", col
     for col in ("kind", "reason", "culprit_comm", "victim_sigpipe", "victim_errors", "trace", "host"):
         assert dt[col] == "category", col
     r = inc.iloc[0]
-    assert (r["kind"], r["culprit_pid"], r["culprit_comm"], r["bytes_discarded"]) == \
-        ("abort-on-close", 16107, "rst_server", 1000)
+    assert (r["kind"], r["culprit_pid"], r["culprit_comm"], r["bytes_discarded"]) == (
+        "abort-on-close",
+        16107,
+        "rst_server",
+        1000,
+    )
     assert (r["lport"], r["rport"], r["victim_pid"], r["victim_port"]) == (35317, 56894, 16109, 56894)
-    assert (r["victim_errors"], r["victim_error_count"], r["victim_sigpipe"], r["victim_exit_signal"]) == \
-        ("write ECONNRESET, write EPIPE", 2, "killed", 13)
+    assert (r["victim_errors"], r["victim_error_count"], r["victim_sigpipe"], r["victim_exit_signal"]) == (
+        "write ECONNRESET, write EPIPE",
+        2,
+        "killed",
+        13,
+    )
     assert r["time"].value == 545235271619 + OFFSET and r["reset_time"].value == 545235305259 + OFFSET
     assert r["close_wait_age_ns"] is pd.NA  # none yet: nullable, not absent
 
@@ -92,13 +107,15 @@ def test_several_files_and_folders(tmp_path):
     for name in ("unread_default.jsonl", "unread_nosignal.jsonl", "clean_lingering.jsonl"):
         shutil.copy(DATA / name, tmp_path / name)
     t = tracer.load(tmp_path)
-    assert [s["label"] for s in t.sources] == ["clean_lingering.jsonl", "unread_default.jsonl",
-                                               "unread_nosignal.jsonl"]
+    assert [s["label"] for s in t.sources] == ["clean_lingering.jsonl", "unread_default.jsonl", "unread_nosignal.jsonl"]
     assert len(t.events) == 20 and len(t.incidents) == 2
     assert t.incidents["trace"].tolist() == ["unread_default.jsonl", "unread_nosignal.jsonl"]
     assert t.incidents["victim_sigpipe"].tolist() == ["killed", "none"]
     assert t.events.groupby("trace", observed=False).size().to_dict() == {
-        "clean_lingering.jsonl": 0, "unread_default.jsonl": 10, "unread_nosignal.jsonl": 10}
+        "clean_lingering.jsonl": 0,
+        "unread_default.jsonl": 10,
+        "unread_nosignal.jsonl": 10,
+    }
     # The same file twice: two recordings, told apart.
     t = tracer.load([DEFAULT, DEFAULT])
     assert [s["label"] for s in t.sources] == ["unread_default.jsonl", "unread_default.jsonl#2"]
@@ -123,16 +140,18 @@ def test_bad_line_in_the_middle_names_file_and_line(tmp_path):
         tracer.load([DEFAULT, p], strict=True)
     part = e.value.partial
     # The first file whole, the second up to line 4.
-    assert part.events.groupby("trace", observed=True).size().to_dict() == {
-        "unread_default.jsonl": 10, "bad.jsonl": 3}
+    assert part.events.groupby("trace", observed=True).size().to_dict() == {"unread_default.jsonl": 10, "bad.jsonl": 3}
     assert len(part.incidents) == 1
 
 
-@pytest.mark.parametrize("line, why", [
-    ('{"type":"event","ts_ns":"soon","kind":"close"}', "event field ts_ns is not an integer ('soon')"),
-    ('{"type":"event","pid":4}', "event without ts_ns"),
-    ('[1, 2]', 'not a trace record (no "type")'),
-])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ('{"type":"event","ts_ns":"soon","kind":"close"}', "event field ts_ns is not an integer ('soon')"),
+        ('{"type":"event","pid":4}', "event without ts_ns"),
+        ("[1, 2]", 'not a trace record (no "type")'),
+    ],
+)
 def test_wrong_records_are_errors(tmp_path, line, why):
     lines = lines_of(DEFAULT)
     p = write(tmp_path / "w.jsonl", lines[:3] + [line] + lines[3:])
@@ -142,12 +161,15 @@ def test_wrong_records_are_errors(tmp_path, line, why):
     assert len(e.value.partial.events) == 2
 
 
-@pytest.mark.parametrize("head, why", [
-    ('{"type":"header","format":"rsttrace","version":3}', "trace format version 3 is newer than this"),
-    ('{"type":"header","format":"rsttrace"}', "trace header has no valid format version (None)"),
-    ('{"type":"event","ts_ns":1}', "not an rsttrace trace (no header line)"),
-    ('PAR2', "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "head, why",
+    [
+        ('{"type":"header","format":"rsttrace","version":3}', "trace format version 3 is newer than this"),
+        ('{"type":"header","format":"rsttrace"}', "trace header has no valid format version (None)"),
+        ('{"type":"event","ts_ns":1}', "not an rsttrace trace (no header line)"),
+        ("PAR2", "invalid JSON"),
+    ],
+)
 def test_bad_headers(tmp_path, head, why):
     p = write(tmp_path / "h.jsonl", [head])
     with pytest.raises(BadTrace, match=re.escape(f"h.jsonl:1: {why}")):
@@ -168,6 +190,7 @@ def test_fast_and_precise_readers_agree(tmp_path, monkeypatch, which):
 
     def refuse(*a, **k):
         raise ValueError("forced")
+
     monkeypatch.setattr(frame, which, refuse)
     slow = tracer.load([DEFAULT, sample])
     pd.testing.assert_frame_equal(fast.events, slow.events)
@@ -194,14 +217,22 @@ def test_parquet_round_trip_and_csv(tmp_path):
 
 def test_export_cli(tmp_path):
     src = shutil.copy(DEFAULT, tmp_path / "rec.jsonl")
-    r = subprocess.run([sys.executable, "-m", "tracer", "export", str(src), "--to", "parquet"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "export", str(src), "--to", "parquet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(tmp_path / "rec.events.parquet"), str(tmp_path / "rec.incidents.parquet")]
     ev = pd.read_parquet(tmp_path / "rec.events.parquet")
     assert str(ev.dtypes["time"]) == "datetime64[ns]" and str(ev.dtypes["kind"]) == "category"
-    r = subprocess.run([sys.executable, "-m", "tracer", "export", str(tmp_path / "missing.jsonl")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "export", str(tmp_path / "missing.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == ExitStatus.BAD_TRACE and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"rsttrace: error: {tmp_path / 'missing.jsonl'}: No such file or directory"
 

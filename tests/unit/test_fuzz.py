@@ -43,9 +43,14 @@ TRIED: dict[str, int] = {}
 def budget(n: int, **kw):
     """Hypothesis settings: n examples (times RSTTRACE_FUZZ_SCALE), no deadline (the first
     pandas import is slow), no example database (the same inputs every run)."""
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, database=None, derandomize=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large], **kw)
+    return settings(
+        max_examples=max(1, int(n * SCALE)),
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+        **kw,
+    )
 
 
 def count(name: str) -> None:
@@ -55,13 +60,41 @@ def count(name: str) -> None:
 # -- generated lines -------------------------------------------------------------------------
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(1 << 70), max_value=1 << 70),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=20)
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 70), max_value=1 << 70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20,
+)
 
-FIELDS = ["ts_ns", "kind", "pid", "tid", "comm", "sk", "ino", "netns", "lport", "rport", "bytes", "flags",
-          "src", "id", "local", "remote", "timestamps", "victim", "culprit", "stats", "type"]
+FIELDS = [
+    "ts_ns",
+    "kind",
+    "pid",
+    "tid",
+    "comm",
+    "sk",
+    "ino",
+    "netns",
+    "lport",
+    "rport",
+    "bytes",
+    "flags",
+    "src",
+    "id",
+    "local",
+    "remote",
+    "timestamps",
+    "victim",
+    "culprit",
+    "stats",
+    "type",
+]
 
 
 @st.composite
@@ -93,7 +126,7 @@ def raw_hostile(draw) -> str:
         return draw(st.text(max_size=40)).replace("\n", " ")
     if kind == "flip":
         i = draw(st.integers(0, len(base) - 1))
-        return base[:i] + draw(st.characters(codec="utf-8", exclude_characters="\n\r")) + base[i + 1:]
+        return base[:i] + draw(st.characters(codec="utf-8", exclude_characters="\n\r")) + base[i + 1 :]
     if kind == "dup_header":
         return HEADER
     return json.dumps(draw(json_values))
@@ -145,8 +178,10 @@ def test_fuzz_load_jsonl(tmp_path_factory, lines, end_newline):
     good = [r for r in (accepted(x) for _, x in lines) if r is not None]
     if end_newline:
         assert len(t.events) == sum(r["type"] == "event" and (r.get("src") or 0) == 0 for r in good)
-        assert len(t.incidents) == sum(r["type"] == "incident" and (r.get("src") or 0) == 0
-                                       and ((r.get("victim") or {}).get("src") or 0) == 0 for r in good)
+        assert len(t.incidents) == sum(
+            r["type"] == "incident" and (r.get("src") or 0) == 0 and ((r.get("victim") or {}).get("src") or 0) == 0
+            for r in good
+        )
     strict_ok = True
     try:
         tracer.load(p, strict=True)
@@ -184,7 +219,7 @@ def test_fuzz_load_parquet(tmp_path_factory, cut, junk, which):
     f = d / f"x.{which}.parquet"
     raw = f.read_bytes()
     cut = min(cut, len(raw))
-    f.write_bytes(raw[:cut] + junk + raw[cut + len(junk):])
+    f.write_bytes(raw[:cut] + junk + raw[cut + len(junk) :])
     try:
         t = tracer.load(d / "x.events.parquet")
         assert len(t.sources) == 1
@@ -204,9 +239,9 @@ def test_fuzz_tracefile_read(tmp_path_factory, lines):
     recs = list(tracefile.read(p, strict=False, warnings=warnings))
     good = [r for r in (accepted(x) for _, x in lines) if r is not None]
     assert recs[1:] == good
-    assert len(recs) - 1 + sum("(line skipped)" in w for w in warnings) + \
-        sum(int(w.split(": ")[1].split()[0]) - tracefile.MAX_BAD_SHOWN for w in warnings if "in all" in w) \
-        == len([x for _, x in lines if x.strip()])
+    assert len(recs) - 1 + sum("(line skipped)" in w for w in warnings) + sum(
+        int(w.split(": ")[1].split()[0]) - tracefile.MAX_BAD_SHOWN for w in warnings if "in all" in w
+    ) == len([x for _, x in lines if x.strip()])
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
@@ -277,21 +312,61 @@ def test_fuzz_merge_cli(tmp_path_factory, capsys, a, b):
 # -- the CLI's options ---------------------------------------------------------------------------
 
 odd_text = st.one_of(
-    st.sampled_from(["", "0", "-1", "nan", "NaN", "inf", "-inf", "1e309", "0x10", "1_000", " 5", "99999",
-                     "4294967296", "65535", "65536", "0.05", "0.049", "60", "60.0001", "1e-400", "\x1b[2J",
-                     "\udcff", "abc", "/etc/passwd", "/proc/self/ns/net", "1" * 30]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e309",
+            "0x10",
+            "1_000",
+            " 5",
+            "99999",
+            "4294967296",
+            "65535",
+            "65536",
+            "0.05",
+            "0.049",
+            "60",
+            "60.0001",
+            "1e-400",
+            "\x1b[2J",
+            "\udcff",
+            "abc",
+            "/etc/passwd",
+            "/proc/self/ns/net",
+            "1" * 30,
+        ]
+    ),
     st.text(max_size=12),
     st.floats().map(repr),
     st.integers(-(1 << 40), 1 << 40).map(str),
 )
-OPTS = ["-p", "-c", "-P", "--netns", "--settle", "--duration", "--close-wait", "--close-wait-every",
-        "--plan", "--buffer", "-o"]
+OPTS = [
+    "-p",
+    "-c",
+    "-P",
+    "--netns",
+    "--settle",
+    "--duration",
+    "--close-wait",
+    "--close-wait-every",
+    "--plan",
+    "--buffer",
+    "-o",
+]
 
 
 @seed(SEED)
 @budget(400)
-@given(pairs=st.lists(st.tuples(st.sampled_from(OPTS), odd_text), max_size=5),
-       sub=st.sampled_from([None, "record", "doctor-parse"]))
+@given(
+    pairs=st.lists(st.tuples(st.sampled_from(OPTS), odd_text), max_size=5),
+    sub=st.sampled_from([None, "record", "doctor-parse"]),
+)
 def test_fuzz_cli_options(tmp_path_factory, capsys, monkeypatch, pairs, sub):
     """Whatever the option values: exit 0 with a valid Config, or one line and a documented
     code (2 usage, 9 filter, 10 output path), before anything is loaded."""
@@ -352,8 +427,7 @@ def test_fuzz_decoder(raw):
 
 @seed(SEED)
 @budget(1000)
-@given(text=st.text(alphabet=st.characters(codec=None), max_size=40),
-       raw=st.binary(max_size=16))
+@given(text=st.text(alphabet=st.characters(codec=None), max_size=40), raw=st.binary(max_size=16))
 def test_fuzz_terminal_safe(text, raw):
     """Whatever a name holds, what reaches the terminal has no control, format or separator
     character (so no escape sequence, no line break, no bidi override), and nothing printable

@@ -28,8 +28,11 @@ def matches(text: str, expected: str) -> bool:
 
 
 def test_the_corpus_is_complete():
-    names = sorted(p.name for p in HOSTILE.iterdir()
-                   if p.name not in ("make.py", "expected.json") and not p.name.endswith(".incidents.parquet"))
+    names = sorted(
+        p.name
+        for p in HOSTILE.iterdir()
+        if p.name not in ("make.py", "expected.json") and not p.name.endswith(".incidents.parquet")
+    )
     assert names == sorted(EXPECTED)
     assert len(names) == 24
 
@@ -76,8 +79,9 @@ def test_report_export_merge(name, tmp_path, capsys):
     if ok:
         assert f"{exp['incidents']} incident(s), {exp['events']} event(s)" in out
     else:
-        assert err.count("\n") == 1 and matches(err.strip().replace(str(path), "FILE"),
-                                                "rsttrace: error: " + exp["error"])
+        assert err.count("\n") == 1 and matches(
+            err.strip().replace(str(path), "FILE"), "rsttrace: error: " + exp["error"]
+        )
     code, out, err = run(["export", path, "-o", tmp_path / "x", "--to", "csv"], capsys)
     assert code == (0 if ok else 10)
     # merge reads JSON Lines only, with the same validation.
@@ -121,5 +125,7 @@ def test_files_that_would_hang_or_eat_memory(tmp_path, capsys, make):
             assert code == 2 and "is a directory" in err
             continue
         assert code == 10
-        assert err == f"rsttrace: error: {path if make != 'directory' else path / 'a.jsonl'}: not a regular " \
-                      "file (a FIFO, device or socket is not a trace)\n"
+        assert (
+            err == f"rsttrace: error: {path if make != 'directory' else path / 'a.jsonl'}: not a regular "
+            "file (a FIFO, device or socket is not a trace)\n"
+        )

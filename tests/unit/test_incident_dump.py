@@ -9,21 +9,35 @@ from tests.vm.test_compare import comparable, differences
 
 
 def incident(pid=812, cpid=4242, port=8000, cport=51234, reason="TCP_ABORT_ON_CLOSE", calls=("write", "write")):
-    errors = [{"call": c, "errno": e, "ts_ns": 10 + i, "pid": cpid, "tid": cpid}
-              for i, (c, e) in enumerate(zip(calls, ["ECONNRESET", "EPIPE", "EPIPE"]))]
+    errors = [
+        {"call": c, "errno": e, "ts_ns": 10 + i, "pid": cpid, "tid": cpid}
+        for i, (c, e) in enumerate(zip(calls, ["ECONNRESET", "EPIPE", "EPIPE"]))
+    ]
     return {
-        "kind": "abort-on-close", "reason": reason, "culprit": {"pid": pid, "comm": "server"},
-        "bytes_discarded": 1000, "netns": 4026531833, "state": "ESTABLISHED",
-        "local": {"addr": "10.0.0.1", "port": port}, "remote": {"addr": "10.0.0.2", "port": cport},
-        "victim": {"pid": cpid, "comm": "client", "netns": 4026531833, "addr": "10.0.0.2", "port": cport,
-                   "errors": errors, "sigpipe": "killed", "exit_signal": 13},
+        "kind": "abort-on-close",
+        "reason": reason,
+        "culprit": {"pid": pid, "comm": "server"},
+        "bytes_discarded": 1000,
+        "netns": 4026531833,
+        "state": "ESTABLISHED",
+        "local": {"addr": "10.0.0.1", "port": port},
+        "remote": {"addr": "10.0.0.2", "port": cport},
+        "victim": {
+            "pid": cpid,
+            "comm": "client",
+            "netns": 4026531833,
+            "addr": "10.0.0.2",
+            "port": cport,
+            "errors": errors,
+            "sigpipe": "killed",
+            "exit_signal": 13,
+        },
         "timestamps": {"first_ns": 5, "close_ns": 6, "reset_ns": None, "wall_ns": 7},
     }
 
 
 def run(incidents, kernel="6.18.44", plan="tracepoint", missing=()):
-    return {"kernel": kernel, "plan": plan, "missing": list(missing),
-            "incidents": incident_dump.normalise(incidents)}
+    return {"kernel": kernel, "plan": plan, "missing": list(missing), "incidents": incident_dump.normalise(incidents)}
 
 
 def test_normalise_keeps_the_story_and_numbers_equal_values_alike():
@@ -31,15 +45,18 @@ def test_normalise_keeps_the_story_and_numbers_equal_values_alike():
     assert n["culprit"] == {"pid": "<pid1>", "comm": "server"}
     assert n["victim"]["pid"] == "<pid2>"
     assert {(e["pid"], e["tid"]) for e in n["victim"]["errors"]} == {("<pid2>", "<pid2>")}
-    assert (n["local"], n["remote"]) == ({"addr": "<addr1>", "port": "<port1>"},
-                                         {"addr": "<addr2>", "port": "<port2>"})
+    assert (n["local"], n["remote"]) == ({"addr": "<addr1>", "port": "<port1>"}, {"addr": "<addr2>", "port": "<port2>"})
     assert (n["victim"]["addr"], n["victim"]["port"]) == ("<addr2>", "<port2>")
     assert n["netns"] == n["victim"]["netns"] == "<netns1>"
     assert n["timestamps"] == {"first_ns": "<time>", "close_ns": "<time>", "reset_ns": None, "wall_ns": "<time>"}
     assert [e["ts_ns"] for e in n["victim"]["errors"]] == ["<time>", "<time>"]
     kept = {k: n[k] for k in ("kind", "reason", "bytes_discarded", "state")}
-    assert kept == {"kind": "abort-on-close", "reason": "TCP_ABORT_ON_CLOSE", "bytes_discarded": 1000,
-                    "state": "ESTABLISHED"}
+    assert kept == {
+        "kind": "abort-on-close",
+        "reason": "TCP_ABORT_ON_CLOSE",
+        "bytes_discarded": 1000,
+        "state": "ESTABLISHED",
+    }
     assert (n["victim"]["sigpipe"], n["victim"]["exit_signal"]) == ("killed", 13)
     # Other pids and ports, same story: the same normal form.
     assert incident_dump.normalise([incident(pid=1, cpid=2, port=3, cport=4)]) == [n]
@@ -54,9 +71,13 @@ def test_dump_appends_runs_of_one_test(tmp_path, monkeypatch):
     [doc] = incident_dump.load(tmp_path).values()
     assert doc["test"] == "tests/x.py::test_y[a b]"
     assert [(r["kernel"], r["plan"], r["missing"], len(r["incidents"])) for r in doc["runs"]] == [
-        ("6.1.0-50-amd64", "tracepoint", ["m: no x"], 1), ("6.1.0-50-amd64", "tracepoint", ["m: no x"], 0)]
+        ("6.1.0-50-amd64", "tracepoint", ["m: no x"], 1),
+        ("6.1.0-50-amd64", "tracepoint", ["m: no x"], 0),
+    ]
     assert incident_dump.plans_report(tmp_path) == [
-        "plan tracepoint, tracepoint: tests/x.py::test_y[a b]", "plans used by 1 traced test(s): tracepoint"]
+        "plan tracepoint, tracepoint: tests/x.py::test_y[a b]",
+        "plans used by 1 traced test(s): tracepoint",
+    ]
 
 
 def test_reason_is_excused_only_below_6_10():
@@ -112,6 +133,7 @@ def test_unseen_sender_excuses_only_what_came_from_it():
 def test_run_decided_fields_excuse_only_that_test():
     """gunicorn's sync worker: which of requests' FIN and the RST came first is the run's timing."""
     from tests.vm.test_compare import RUN_DECIDED
+
     decided = RUN_DECIDED["tests/integration/test_corpus.py::test_gunicorn_sync_worker_closes_with_the_upload_unread"]
     one = incident()
     one.update(resets=1, state="CLOSE_WAIT")

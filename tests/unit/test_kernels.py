@@ -96,17 +96,27 @@ def test_kprobe_plan_argument_positions_from_prototypes(version):
     assert "-DRST_PLAN_KPROBE" in sw and "-DRST_KP_CLOSE_SK_OFF=0" in sw and "-DRST_KP_AR_SK_OFF=0" in sw
     reason_pos = {"6.12": 1, "6.18": 2}.get(version)
     assert [s for s in sw if s.startswith("-DRST_KP_AR_REASON_OFF")] == (
-        [f"-DRST_KP_AR_REASON_OFF={reason_pos}"] if reason_pos else [])
+        [f"-DRST_KP_AR_REASON_OFF={reason_pos}"] if reason_pos else []
+    )
     kprobes = [h for h in plan.hooks if h.startswith("kprobe:")]
     if nosk:
         # tcp:tcp_send_reset reports every RST since 6.10: no v4/v6 kprobes, no double events.
         assert kprobes == ["kprobe:tcp_close", "kprobe:tcp_send_active_reset"]
         assert "-DRST_KP_NOSK" not in sw and not [s for s in sw if "_V4_" in s or "_V6_" in s]
     else:
-        assert kprobes == ["kprobe:tcp_close", "kprobe:tcp_send_active_reset",
-                           "kprobe:tcp_v4_send_reset", "kprobe:tcp_v6_send_reset"]
-        assert {"-DRST_KP_NOSK", "-DRST_KP_V4_SK_OFF=0", "-DRST_KP_V4_SKB_OFF=1",
-                "-DRST_KP_V6_SK_OFF=0", "-DRST_KP_V6_SKB_OFF=1"} <= set(sw)
+        assert kprobes == [
+            "kprobe:tcp_close",
+            "kprobe:tcp_send_active_reset",
+            "kprobe:tcp_v4_send_reset",
+            "kprobe:tcp_v6_send_reset",
+        ]
+        assert {
+            "-DRST_KP_NOSK",
+            "-DRST_KP_V4_SK_OFF=0",
+            "-DRST_KP_V4_SKB_OFF=1",
+            "-DRST_KP_V6_SK_OFF=0",
+            "-DRST_KP_V6_SKB_OFF=1",
+        } <= set(sw)
         assert not plan.missing or not any("TIME_WAIT" in m for m in plan.missing)
 
 
@@ -114,8 +124,9 @@ def test_forced_plans():
     f = feats("6.1")
     assert make_plan(f, KPROBE_OK, force="tracepoint").name == "tracepoint"
     assert make_plan(f, [], force="tracepoint").why == "forced with --plan tracepoint"
-    with pytest.raises(PlanUnavailable, match="^--plan kprobe is not possible on this kernel: "
-                                              "the kernel refused the kprobe trial$"):
+    with pytest.raises(
+        PlanUnavailable, match="^--plan kprobe is not possible on this kernel: the kernel refused the kprobe trial$"
+    ):
         make_plan(f, KPROBE_REFUSED, force="kprobe")
 
 

@@ -61,12 +61,14 @@ def test_chain_lines_name_what_happened():
     [killed] = recorded("killed_fin")
     assert chain_lines(killed)[0] == (
         f"rst_server[{killed['culprit']['pid']}] killed by SIGKILL: 127.0.0.1:{killed['local']['port']}"
-        f"<-127.0.0.1:{killed['remote']['port']} ended with FIN, then RST [{killed['reason']}]")
+        f"<-127.0.0.1:{killed['remote']['port']} ended with FIN, then RST [{killed['reason']}]"
+    )
     assert chain_lines(killed)[1] == f"  -> rst_client[{killed['victim']['pid']}] write: EPIPE, SIGPIPE: killed"
     [rto] = recorded("rto_timeout")
     assert chain_lines(rto)[0] == (
         f"{rto['local']['addr']}:{rto['local']['port']}->{rto['remote']['addr']}:{rto['remote']['port']}: peer silent, "
-        "4 retransmission(s) over 3.0 s -> ETIMEDOUT (no RST)")
+        "4 retransmission(s) over 3.0 s -> ETIMEDOUT (no RST)"
+    )
     [destroyed] = recorded("destroyed")
     assert chain_lines(destroyed)[2] == f"  -> owner rst_server[{destroyed['owner']['pid']}] read: ECONNABORTED"
 
@@ -75,9 +77,10 @@ def as_on_old_kernel(evs: list[Event]) -> list[Event]:
     """What kernels before 6.10 show: no reset reason, and no tcp_send_reset for resets sent
     without a full socket (TIME_WAIT minisock or none; a listener is a full socket), nor the
     closer that such a reset would have looked up."""
+
     def unseen(e: Event) -> bool:
-        return (e.kind in ("send_reset", "closer") and e.has("nosk") and e.has("passive")
-                and e.state != "LISTEN")
+        return e.kind in ("send_reset", "closer") and e.has("nosk") and e.has("passive") and e.state != "LISTEN"
+
     return [replace(e, reason=None) for e in evs if not unseen(e)]
 
 
@@ -99,20 +102,34 @@ def test_killed_fin_without_sender_event_still_names_the_killer():
 
 
 def _reset(reason: str, state: str, **kw) -> Event:
-    base = dict(ts_ns=10**9, kind="send_reset", ctx="irq", sk=0xffff0001, netns=1, laddr="10.0.0.1",
-                lport=80, raddr="10.0.0.2", rport=5555, state=state, reason=reason)
+    base = dict(
+        ts_ns=10**9,
+        kind="send_reset",
+        ctx="irq",
+        sk=0xFFFF0001,
+        netns=1,
+        laddr="10.0.0.1",
+        lport=80,
+        raddr="10.0.0.2",
+        rport=5555,
+        state=state,
+        reason=reason,
+    )
     base.update(kw)
     return Event(**base)
 
 
-@pytest.mark.parametrize("reason,state,flags,kind", [
-    ("TCP_ABORT_ON_MEMORY", "CLOSE", ["orphan"], "orphan-abort"),
-    ("TCP_ABORT_ON_LINGER", "CLOSE", ["orphan"], "linger2-abort"),
-    ("TCP_STATE", "FIN_WAIT2", ["orphan"], "fin-wait2-timeout"),
-    ("TCP_TIMEWAIT_SOCKET", "TIME_WAIT", ["passive", "nosk"], "write-after-close"),
-    ("NO_SOCKET", "UNKNOWN", ["passive", "nosk"], "no-socket"),
-    ("TCP_INVALID_ACK_SEQUENCE", "ESTABLISHED", ["passive"], "passive-reset"),
-])
+@pytest.mark.parametrize(
+    "reason,state,flags,kind",
+    [
+        ("TCP_ABORT_ON_MEMORY", "CLOSE", ["orphan"], "orphan-abort"),
+        ("TCP_ABORT_ON_LINGER", "CLOSE", ["orphan"], "linger2-abort"),
+        ("TCP_STATE", "FIN_WAIT2", ["orphan"], "fin-wait2-timeout"),
+        ("TCP_TIMEWAIT_SOCKET", "TIME_WAIT", ["passive", "nosk"], "write-after-close"),
+        ("NO_SOCKET", "UNKNOWN", ["passive", "nosk"], "no-socket"),
+        ("TCP_INVALID_ACK_SEQUENCE", "ESTABLISHED", ["passive"], "passive-reset"),
+    ],
+)
 def test_kinds_decided_by_the_reason_alone(reason, state, flags, kind):
     [inc] = [i.to_dict() for i in Correlator(settle_ns=10**8).run([_reset(reason, state, flags=flags)])]
     assert (inc["kind"], inc["reason"]) == (kind, reason)
@@ -137,9 +154,22 @@ def test_write_after_close_names_the_closer_on_every_kernel():
 
 
 def _closer(ts: int, **kw) -> Event:
-    base = dict(ts_ns=ts, kind="closer", pid=812, tid=812, comm="server", netns=1, laddr="10.0.0.1",
-                lport=8080, raddr="10.0.0.2", rport=51234, state="TIME_WAIT", flags=["nosk", "passive"],
-                ago_ms=300, span_ms=300_000)
+    base = dict(
+        ts_ns=ts,
+        kind="closer",
+        pid=812,
+        tid=812,
+        comm="server",
+        netns=1,
+        laddr="10.0.0.1",
+        lport=8080,
+        raddr="10.0.0.2",
+        rport=51234,
+        state="TIME_WAIT",
+        flags=["nosk", "passive"],
+        ago_ms=300,
+        span_ms=300_000,
+    )
     base.update(kw)
     return Event(**base)
 
@@ -150,17 +180,31 @@ def test_a_burst_of_rsts_is_one_incident_with_its_closer():
     comes after the incident was reported."""
     common = dict(netns=1, laddr="10.0.0.1", lport=8080, raddr="10.0.0.2", rport=51234, ctx="irq")
     evs = [
-        Event(ts_ns=10**9, kind="send_reset", state="TIME_WAIT", reason="TCP_TIMEWAIT_SOCKET",
-              flags=["passive", "nosk"], **common),
+        Event(
+            ts_ns=10**9,
+            kind="send_reset",
+            state="TIME_WAIT",
+            reason="TCP_TIMEWAIT_SOCKET",
+            flags=["passive", "nosk"],
+            **common,
+        ),
         _closer(10**9 + 1),
-        Event(ts_ns=10**9 + 2, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
-              flags=["passive", "nosk"], **common),
+        Event(
+            ts_ns=10**9 + 2, kind="send_reset", state="LISTEN", reason="TCP_FLAGS", flags=["passive", "nosk"], **common
+        ),
         _closer(10**9 + 3, state="LISTEN"),
-        Event(ts_ns=10**9 + 4, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
-              flags=["passive", "nosk"], **common),
+        Event(
+            ts_ns=10**9 + 4, kind="send_reset", state="LISTEN", reason="TCP_FLAGS", flags=["passive", "nosk"], **common
+        ),
         # After the incident was reported (settle 0.1 s): counted with it, not a new incident.
-        Event(ts_ns=10**9 + 5 * 10**8, kind="send_reset", state="LISTEN", reason="TCP_FLAGS",
-              flags=["passive", "nosk"], **common),
+        Event(
+            ts_ns=10**9 + 5 * 10**8,
+            kind="send_reset",
+            state="LISTEN",
+            reason="TCP_FLAGS",
+            flags=["passive", "nosk"],
+            **common,
+        ),
     ]
     c = Correlator(settle_ns=10**8)
     [inc] = [i.to_dict() for i in c.run(evs)]
@@ -170,18 +214,24 @@ def test_a_burst_of_rsts_is_one_incident_with_its_closer():
     assert inc["resets"] == 3 and c.stats["late"] == 1
     assert (inc["local"], inc["remote"]) == ({"addr": "10.0.0.1", "port": 8080}, {"addr": "10.0.0.2", "port": 51234})
     assert inc["impact"] == "unknown"
-    assert chain_lines(inc)[0] == ("server[812] closed 10.0.0.1:8080<-10.0.0.2:51234 (FIN) after 5m00s idle; "
-                                   "300 ms later the peer wrote -> RST x3 [TCP_TIMEWAIT_SOCKET]")
+    assert chain_lines(inc)[0] == (
+        "server[812] closed 10.0.0.1:8080<-10.0.0.2:51234 (FIN) after 5m00s idle; "
+        "300 ms later the peer wrote -> RST x3 [TCP_TIMEWAIT_SOCKET]"
+    )
 
 
-@pytest.mark.parametrize("victim,impact", [
-    (dict(exit_signal=13, errors=[{"call": "write", "errno": "EPIPE"}]), "killed"),
-    (dict(errors=[{"call": "read", "errno": "ECONNRESET"}]), "failed-call"),
-    (dict(pid=42), "unaffected"),
-    (dict(), "unknown"),
-])
+@pytest.mark.parametrize(
+    "victim,impact",
+    [
+        (dict(exit_signal=13, errors=[{"call": "write", "errno": "EPIPE"}]), "killed"),
+        (dict(errors=[{"call": "read", "errno": "ECONNRESET"}]), "failed-call"),
+        (dict(pid=42), "unaffected"),
+        (dict(), "unknown"),
+    ],
+)
 def test_impact_is_what_the_other_side_suffered(victim, impact):
     from tracer.correlate import Incident, Victim
+
     inc = Incident(id=1, kind="abort-on-close", first_ns=0, last_ns=0, victim=Victim(**victim))
     assert inc.to_dict()["impact"] == impact
     assert Incident(id=2, kind="reset-received", first_ns=0, last_ns=0).to_dict()["impact"] == "unknown"
@@ -195,8 +245,9 @@ def test_a_victim_that_made_no_failing_call_is_named_from_its_close():
     v = inc["victim"]
     assert v["pid"] == live["victim"]["pid"] and v["comm"] == live["victim"]["comm"]
     assert v["errors"] == [] and inc["impact"] == "unaffected"
-    assert chain_lines(inc)[1] == (f"  -> {v['comm']}[{v['pid']}] got the RST with 200 bytes unread; "
-                                   "read them and closed (no call failed)")
+    assert chain_lines(inc)[1] == (
+        f"  -> {v['comm']}[{v['pid']}] got the RST with 200 bytes unread; read them and closed (no call failed)"
+    )
 
 
 def test_an_orphan_that_aborts_on_data_is_the_sender_not_a_victim():

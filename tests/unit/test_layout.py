@@ -16,11 +16,14 @@ def _c_layout(tmp_path, struct: str, fields) -> list[tuple[str, int, int]]:
     prog = tmp_path / "off.c"
     body = "\n".join(
         f'printf("%s %zu %zu\\n", "{f.name}", offsetof(struct {struct}, {f.name}), '
-        f"sizeof(((struct {struct} *)0)->{f.name}));" for f in fields)
+        f"sizeof(((struct {struct} *)0)->{f.name}));"
+        for f in fields
+    )
     prog.write_text(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
         f'#include "rsttrace.h"\nint main(void) {{\n{body}\n'
-        f'printf("SIZE %zu 0\\n", sizeof(struct {struct}));\nreturn 0;\n}}\n')
+        f'printf("SIZE %zu 0\\n", sizeof(struct {struct}));\nreturn 0;\n}}\n'
+    )
     exe = tmp_path / "off"
     subprocess.run(["gcc", f"-I{bpf_dir()}", "-o", str(exe), str(prog)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout

@@ -40,6 +40,7 @@ def test_reasons_missing_exactly_before_6_10():
 
 def _replayed(name: str, version: str, plan: str) -> dict:
     from .test_correlate import events_of, incidents
+
     [inc] = incidents(events_of(name), lacks=feats(version).losses(plan))
     return inc
 
@@ -50,13 +51,15 @@ def test_incidents_name_what_their_kernel_could_not_know():
     inc = _replayed("write_after_close.jsonl", "6.1", "tracepoint")
     assert inc["unknown"] == {
         "reason": "this kernel lacks enum sk_rst_reason (6.10)",
-        "resets": "this kernel lacks tcp:tcp_send_reset for RSTs without a full socket (6.10)"}
+        "resets": "this kernel lacks tcp:tcp_send_reset for RSTs without a full socket (6.10)",
+    }
     # 5.10 has no error report: a timed-out victim's error is inferred, not seen.
     assert set(_replayed("rto_timeout.jsonl", "5.10", "tracepoint")["unknown"]) == {"reason", "victim.errors"}
     assert set(_replayed("rto_timeout.jsonl", "6.1", "tracepoint")["unknown"]) == {"reason"}
     # The kprobe plan sees RSTs without a socket itself: only the reason is missing on 6.1.
     assert _replayed("write_after_close.jsonl", "6.1", "kprobe")["unknown"] == {
-        "reason": "this kernel lacks enum sk_rst_reason (6.10)"}
+        "reason": "this kernel lacks enum sk_rst_reason (6.10)"
+    }
     # An abort on close is sent by a full socket: its count is known everywhere.
     assert set(_replayed("unread_default.jsonl", "6.1", "tracepoint")["unknown"]) == {"reason"}
     # On the newest kernels nothing is unknown, and the field is null.
@@ -65,8 +68,12 @@ def test_incidents_name_what_their_kernel_could_not_know():
 
 def test_the_explained_chain_says_what_is_unknown():
     from tracer.render import chain_lines
+
     lines = chain_lines(_replayed("write_after_close.jsonl", "6.1", "tracepoint"), explain=True)
-    assert lines[-1] == ("     unknown here: this kernel lacks enum sk_rst_reason (6.10): reason; this kernel "
-                         "lacks tcp:tcp_send_reset for RSTs without a full socket (6.10): resets")
+    assert lines[-1] == (
+        "     unknown here: this kernel lacks enum sk_rst_reason (6.10): reason; this kernel "
+        "lacks tcp:tcp_send_reset for RSTs without a full socket (6.10): resets"
+    )
     assert chain_lines(_replayed("write_after_close.jsonl", "6.18", "tracepoint"), explain=True)[-1].startswith(
-        "     fix: ")
+        "     fix: "
+    )

@@ -42,8 +42,14 @@ def two_hosts(tmp_path, clock_error_ns: int, boot_shift_ns: int = 7 * 10**12, re
     server_port = next(e.lport for e in evs if e.kind == "close")
     runs = [evs]
     if repeat_after_ns is not None:
-        runs.append([replace(e, ts_ns=e.ts_ns + repeat_after_ns, pid=e.pid + 1 if e.pid else 0,
-                             tid=e.tid + 1 if e.tid else 0) for e in evs])
+        runs.append(
+            [
+                replace(
+                    e, ts_ns=e.ts_ns + repeat_after_ns, pid=e.pid + 1 if e.pid else 0, tid=e.tid + 1 if e.tid else 0
+                )
+                for e in evs
+            ]
+        )
     srv = [e for run in runs for e in run if e.lport == server_port]
     cli = [replace(e, ts_ns=e.ts_ns + boot_shift_ns) for run in runs for e in run if e.lport != server_port]
     s_incs = write_host(tmp_path / "server.jsonl", srv, WALL, "server-host")
@@ -105,16 +111,33 @@ def test_merge_cli_writes_a_trace_that_loads(tmp_path, monkeypatch):
 
     two_hosts(tmp_path, -300_000_000)
     out = tmp_path / "merged.jsonl"
-    r = subprocess.run([sys.executable, "-m", "tracer", "merge", str(tmp_path / "server.jsonl"),
-                        str(tmp_path / "client.jsonl"), "-o", str(out), "--tolerance", "0.5"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tracer",
+            "merge",
+            str(tmp_path / "server.jsonl"),
+            str(tmp_path / "client.jsonl"),
+            "-o",
+            str(out),
+            "--tolerance",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
-    assert r.stderr.strip().endswith("1 joined across hosts (tolerance 0.5 s); unmatched: "
-                                     "0 sender(s) without victim, 0 victim(s) without sender")
+    assert r.stderr.strip().endswith(
+        "1 joined across hosts (tolerance 0.5 s); unmatched: 0 sender(s) without victim, 0 victim(s) without sender"
+    )
     assert "abort-on-close: rst_server[16107]" in r.stdout and "-> rst_client[16109] on client-host" in r.stdout
     t = tracer.load(out)
+
     def refuse(lines):
         raise ValueError("forced")
+
     monkeypatch.setattr(frame, "_incidents_fast", refuse)  # the precise reader agrees
     pd.testing.assert_frame_equal(tracer.load(out).incidents, t.incidents)
     [row] = t.incidents.to_dict("records")
@@ -140,6 +163,10 @@ def test_merge_needs_wall_clock_offsets(tmp_path):
     p.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
     with pytest.raises(BadTrace, match="server.jsonl: no wall-clock offset"):
         merge.merge([tmp_path / "client.jsonl", p])
-    r = subprocess.run([sys.executable, "-m", "tracer", "merge", str(tmp_path / "client.jsonl")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "merge", str(tmp_path / "client.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == ExitStatus.USAGE and "at least two traces" in r.stderr

@@ -9,12 +9,28 @@ from prometheus_client import generate_latest
 from tracer.metrics import OTHER, UNKNOWN, BpfProgStats, Metrics, TopNames, parse_addr
 
 
-def inc(kind="abort-on-close", culprit="srv", victim="cli", impact="killed", nbytes=1000, sigpipe="killed",
-        port=1, closed=None):
-    d = {"type": "incident", "kind": kind, "culprit": {"pid": 1, "comm": culprit}, "bytes_discarded": nbytes,
-         "impact": impact, "netns": 7, "local": {"addr": "127.0.0.1", "port": port},
-         "remote": {"addr": "127.0.0.1", "port": 9}, "close_wait_closed": closed,
-         "victim": None if victim is None else {"pid": 2, "comm": victim, "sigpipe": sigpipe}}
+def inc(
+    kind="abort-on-close",
+    culprit="srv",
+    victim="cli",
+    impact="killed",
+    nbytes=1000,
+    sigpipe="killed",
+    port=1,
+    closed=None,
+):
+    d = {
+        "type": "incident",
+        "kind": kind,
+        "culprit": {"pid": 1, "comm": culprit},
+        "bytes_discarded": nbytes,
+        "impact": impact,
+        "netns": 7,
+        "local": {"addr": "127.0.0.1", "port": port},
+        "remote": {"addr": "127.0.0.1", "port": 9},
+        "close_wait_closed": closed,
+        "victim": None if victim is None else {"pid": 2, "comm": victim, "sigpipe": sigpipe},
+    }
     return d
 
 
@@ -91,11 +107,10 @@ def test_series_stay_monotonic_and_bounded_while_the_top_changes():
     total = 0
     for step in range(800):
         clock.t = step * 0.5  # 2 incidents/s; each storm lasts 100 s
-        hot = names[(step // 200) * 2:(step // 200) * 2 + 2]
+        hot = names[(step // 200) * 2 : (step // 200) * 2 + 2]
         m.incident(inc(culprit=rnd.choice(hot) if rnd.random() < 0.8 else rnd.choice(names)))
         total += 1
-        cur = {dict(k[1])["comm"]: v for k, v in samples(m).items()
-               if k[0] == "rsttrace_incidents_by_culprit_total"}
+        cur = {dict(k[1])["comm"]: v for k, v in samples(m).items() if k[0] == "rsttrace_incidents_by_culprit_total"}
         assert len(cur) <= 3 and sum(cur.values()) <= total
         for name, v in cur.items():  # a series only grows, or is new (started again from 0)
             assert v >= prev.get(name, 0) or (name != OTHER and v == 1), (step, name, v, prev)
@@ -148,8 +163,15 @@ def test_bpf_stats_from_fdinfo(tmp_path, monkeypatch):
         os.close(fd)
 
 
-@pytest.mark.parametrize("text,want", [("9464", ("127.0.0.1", 9464)), (":9464", ("127.0.0.1", 9464)),
-                                       ("0.0.0.0:1", ("0.0.0.0", 1)), ("[::1]:80", ("::1", 80))])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("9464", ("127.0.0.1", 9464)),
+        (":9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),
+        ("[::1]:80", ("::1", 80)),
+    ],
+)
 def test_parse_addr(text, want):
     assert parse_addr(text) == want
 

@@ -19,8 +19,9 @@ SAMPLE = NOTEBOOKS / "sample_trace.jsonl"
 @pytest.fixture(scope="module")
 def executed():
     nb = nbformat.read(NOTEBOOKS / "rsttrace_analysis.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return {tag: cell for cell in nb.cells if cell.cell_type == "code" for tag in cell.metadata.get("tags", [])}
 
 
@@ -45,8 +46,13 @@ def test_figures_are_rendered(executed, tag):
 
 
 def test_numbers_are_those_of_the_recorded_scenarios(executed):
-    [line] = [ln for o in executed["results"].outputs if o.get("name") == "stdout"
-              for ln in o.text.splitlines() if ln.startswith("RESULTS ")]
+    [line] = [
+        ln
+        for o in executed["results"].outputs
+        if o.get("name") == "stdout"
+        for ln in o.text.splitlines()
+        if ln.startswith("RESULTS ")
+    ]
     res = json.loads(line.removeprefix("RESULTS "))
     incs = [r for r in raw() if r["type"] == "incident"]
     # What notebooks/record_sample.py ran: nine unread closes (three clean ones are silent), a
@@ -54,8 +60,7 @@ def test_numbers_are_those_of_the_recorded_scenarios(executed):
     # (reported when overdue and when closed).
     assert res["incidents"] == 13 and res["bytes_discarded"] == 15600
     assert res["kinds"] == {"abort-on-close": 9, "close-wait": 2, "linger-zero": 1, "process-killed": 1}
-    assert res["fates"] == {"killed": 5, "ignored": 2, "none": 2, "handled": 1, "no SIGPIPE": 1,
-                            "victim not traced": 2}
+    assert res["fates"] == {"killed": 5, "ignored": 2, "none": 2, "handled": 1, "no SIGPIPE": 1, "victim not traced": 2}
     biggest = max(incs, key=lambda i: i["bytes_discarded"])
     assert res["top_culprit"] == {"name": f"rst_server[{biggest['culprit']['pid']}]", "bytes": 4000}
     # Independently of pandas: events in the file, seconds in which incidents happened.

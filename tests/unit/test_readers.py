@@ -33,8 +33,9 @@ def write(path: Path, lines: list[str], newline_at_end: bool = True) -> Path:
 
 
 def rsttrace(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tracer", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "tracer", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=ROOT, **kw
+    )
 
 
 BAD_LINES = [
@@ -43,26 +44,42 @@ BAD_LINES = [
     ('{"type":"event","ts_ns":1e999,"kind":"close"}', "invalid JSON (number is infinity when parsed as double)"),
     ('{"type":"event","ts_ns":1.5,"kind":"close"}', "event field ts_ns is not an integer (1.5)"),
     ('{"type":"event","ts_ns":-1,"kind":"close"}', "event field ts_ns is out of range (-1)"),
-    ('{"type":"event","ts_ns":1,"kind":"close","lport":99999999999}', "event field lport is out of range (99999999999)"),
+    (
+        '{"type":"event","ts_ns":1,"kind":"close","lport":99999999999}',
+        "event field lport is out of range (99999999999)",
+    ),
     ('{"type":"event","ts_ns":1,"kind":["close"]}', "event field kind is not a string (['close'])"),
-    ('{"type":"event","ts_ns":1,"kind":"close","flags":"orphan"}', "event field flags is not a list of strings ('orphan')"),
+    (
+        '{"type":"event","ts_ns":1,"kind":"close","flags":"orphan"}',
+        "event field flags is not a list of strings ('orphan')",
+    ),
     ('{"type":"event","ts_ns":1,"kind":"close","x":' + "[" * 40 + "]" * 40 + "}", "nested deeper than 16 levels"),
-    ('{"type":"event","ts_ns":1,"kind":"close","x":' + "[" * 5000 + "]" * 5000 + "}",
-     "invalid JSON (recursion limit exceeded)"),
+    (
+        '{"type":"event","ts_ns":1,"kind":"close","x":' + "[" * 5000 + "]" * 5000 + "}",
+        "invalid JSON (recursion limit exceeded)",
+    ),
     ('{"type":"event","ts_ns":1,"kind":"close","src":3}', "event src 3 names no recording of this trace"),
     ('{"type":"incident","id":"one","kind":"x"}', "incident field id is not an integer ('one')"),
-    ('{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
-     '"timestamps":{"first_ns":1},"victim":{"errors":[1]}}', "incident victim error entry is not {call, errno} (1)"),
+    (
+        '{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
+        '"timestamps":{"first_ns":1},"victim":{"errors":[1]}}',
+        "incident victim error entry is not {call, errno} (1)",
+    ),
     ('{"type":"incident","id":1,"kind":"x","local":5}', "incident field local is not an object (5)"),
     ('{"type":"summary","stats":[1]}', "summary field stats is not an object"),
     # Fields flattened into the integer columns of the incidents table, however they are spelt.
-    ('{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
-     '"timestamps":{"first_ns":1},"victim":{"netns":""}}', "incident field victim_netns is not a 64-bit integer ('')"),
-    ('{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
-     '"timestamps":{"first_ns":1},"close":{"wait_age_ns":18446744073709551615}}',
-     "incident field close_wait_age_ns is not a 64-bit integer (18446744073709551615)"),
+    (
+        '{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
+        '"timestamps":{"first_ns":1},"victim":{"netns":""}}',
+        "incident field victim_netns is not a 64-bit integer ('')",
+    ),
+    (
+        '{"type":"incident","id":1,"kind":"x","local":{"addr":"a","port":1},"remote":{"addr":"b","port":2},'
+        '"timestamps":{"first_ns":1},"close":{"wait_age_ns":18446744073709551615}}',
+        "incident field close_wait_age_ns is not a 64-bit integer (18446744073709551615)",
+    ),
     ('{"type":"header","format":"rsttrace","version":1}', "a second header line"),
-    ('[1,2]', 'not a trace record (no "type")'),
+    ("[1,2]", 'not a trace record (no "type")'),
 ]
 
 
@@ -86,8 +103,11 @@ def test_a_bad_line_is_skipped_with_a_warning_naming_it(tmp_path, bad, why):
 
 def test_a_line_that_is_not_utf8_is_skipped(tmp_path):
     p = tmp_path / "u.jsonl"
-    p.write_bytes(("\n".join(LINES[:4]) + "\n").encode() + b'{"type":"event","ts_ns":1,"kind":"\xff"}\n'
-                  + ("\n".join(LINES[4:]) + "\n").encode())
+    p.write_bytes(
+        ("\n".join(LINES[:4]) + "\n").encode()
+        + b'{"type":"event","ts_ns":1,"kind":"\xff"}\n'
+        + ("\n".join(LINES[4:]) + "\n").encode()
+    )
     t = tracer.load(p)
     assert len(t.events) == 10
     assert f"{p}:5: not UTF-8 text (line skipped)" in t.warnings
@@ -100,7 +120,8 @@ def test_truncated_last_line_report_shows_everything_before(tmp_path):
     assert r.stderr.splitlines() == [
         f"rsttrace: warning: {p}:{len(LINES)}: truncated last line (line skipped)",
         f"rsttrace: warning: {p}: no summary line: the recording was cut short (killed?); incidents still "
-        "open at that moment are not in it"]
+        "open at that moment are not in it",
+    ]
     assert "1 incident(s), 10 event(s)" in r.stdout  # only the summary line was cut
     r = rsttrace("export", p, "--to", "csv")
     assert r.returncode == 0, r.stderr
@@ -117,10 +138,13 @@ def test_a_folder_with_a_bad_file_still_shows_the_good_ones(tmp_path):
     t = tracer.load(tmp_path)
     assert [s["label"] for s in t.sources] == ["a.jsonl"]
     assert len(t.events) == 10 and len(t.incidents) == 1
-    assert f"{tmp_path / 'b.jsonl'}:1: invalid JSON (unexpected character, expected a JSON value) " \
+    assert (
+        f"{tmp_path / 'b.jsonl'}:1: invalid JSON (unexpected character, expected a JSON value) "
         "(file skipped)" in t.warnings
-    assert (f"{tmp_path / 'c.jsonl'}: not a regular file (a FIFO, device or socket is not a trace) "
-            "(file skipped)") in t.warnings
+    )
+    assert (
+        f"{tmp_path / 'c.jsonl'}: not a regular file (a FIFO, device or socket is not a trace) (file skipped)"
+    ) in t.warnings
     r = rsttrace("report", tmp_path)
     assert r.returncode == 0 and "1 incident(s), 10 event(s)" in r.stdout
 
@@ -196,8 +220,10 @@ def test_trace_writer_is_private_and_refuses_symlinks(tmp_path):
     assert victim.read_text() == "keep me"
     r = rsttrace("record", tmp_path / "link.jsonl", "--duration", "1")
     assert r.returncode == ExitStatus.BAD_TRACE
-    assert r.stderr == (f"rsttrace: error: cannot write {tmp_path / 'link.jsonl'}: it is a symbolic link "
-                        "(refused; name the file itself)\n")
+    assert r.stderr == (
+        f"rsttrace: error: cannot write {tmp_path / 'link.jsonl'}: it is a symbolic link "
+        "(refused; name the file itself)\n"
+    )
     assert victim.read_text() == "keep me"
 
 
@@ -223,6 +249,7 @@ def test_disk_full_cuts_back_to_whole_lines(tmp_path, monkeypatch):
             real(fd, bytes(data[:7]))  # part of the batch reaches the disk
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data)
+
     monkeypatch.setattr(os, "write", half_then_full)
     with pytest.raises(OutputFailed, match="No space left on device"):
         w.write([{"type": "event", "n": 2}, {"type": "event", "n": 3}])
@@ -231,8 +258,11 @@ def test_disk_full_cuts_back_to_whole_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "write", real)
     assert w.write_final({"type": "summary", "error": "disk full"})
     w.close()
-    assert p.read_text().splitlines() == ['{"type":"header","n":0}', '{"type":"event","n":1}',
-                                          '{"type":"summary","error":"disk full"}']
+    assert p.read_text().splitlines() == [
+        '{"type":"header","n":0}',
+        '{"type":"event","n":1}',
+        '{"type":"summary","error":"disk full"}',
+    ]
 
 
 def test_merge_never_writes_over_an_input(tmp_path):
@@ -258,8 +288,10 @@ def test_export_never_writes_over_an_input(tmp_path):
     before = (tmp_path / "x.events.parquet").read_bytes()
     r = rsttrace("export", tmp_path / "x.events.parquet", "-o", tmp_path / "x")
     assert r.returncode == ExitStatus.BAD_TRACE
-    assert r.stderr.endswith(f"rsttrace: error: cannot write {tmp_path / 'x.events.parquet'}: it is also an "
-                             "input (writing would destroy it)\n")
+    assert r.stderr.endswith(
+        f"rsttrace: error: cannot write {tmp_path / 'x.events.parquet'}: it is also an "
+        "input (writing would destroy it)\n"
+    )
     assert (tmp_path / "x.events.parquet").read_bytes() == before
 
 
@@ -272,7 +304,10 @@ def test_merge_skips_bad_lines_with_warnings(tmp_path):
     assert warnings == [f"{a}:4: incident field id is not an integer ('x') (line skipped)"]
     r = rsttrace("merge", a, b)
     assert r.returncode == 0
-    assert r.stderr.splitlines()[0] == f"rsttrace: warning: {a}:4: incident field id is not an integer ('x') (line skipped)"
+    assert (
+        r.stderr.splitlines()[0]
+        == f"rsttrace: warning: {a}:4: incident field id is not an integer ('x') (line skipped)"
+    )
     r = rsttrace("merge", "--strict", a, b)
     assert r.returncode == ExitStatus.BAD_TRACE
     assert r.stderr == f"rsttrace: error: {a}:4: incident field id is not an integer ('x')\n"

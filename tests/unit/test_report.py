@@ -19,8 +19,9 @@ FILES = [str(DATA / n) for n in ("unread_default.jsonl", "unread_nosignal.jsonl"
 
 
 def report(*args):
-    return subprocess.run([sys.executable, "-m", "tracer", "report", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tracer", "report", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_text_report():
@@ -62,16 +63,26 @@ def test_json_report():
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert (s["events"], s["incidents"], s["bytes_discarded"]) == (20, 2, 2000)
-    assert s["events_by_kind"] == {"io_error": 5, "close": 4, "destroy": 4, "recv_reset": 2, "send_reset": 2,
-                                   "sk_error": 2, "exit": 1}
+    assert s["events_by_kind"] == {
+        "io_error": 5,
+        "close": 4,
+        "destroy": 4,
+        "recv_reset": 2,
+        "send_reset": 2,
+        "sk_error": 2,
+        "exit": 1,
+    }
     assert s["by_kind"] == {"abort-on-close": 2}
     assert s["by_culprit"] == [{"comm": "rst_server", "incidents": 2, "bytes_discarded": 2000, "pids": 2}]
     assert s["by_victim"] == [{"comm": "rst_client", "incidents": 2, "pids": 2, "fates": {"killed": 1, "none": 1}}]
     assert s["signal_fates"] == {"killed": 1, "none": 1}
     assert s["close_wait_ages_ns"] is None and s["recorder"]["lost"] == 0
     first = s["incidents_list"][0]
-    assert (first["culprit_pid"], first["victim_pid"], first["time"]) == \
-        (16107, 16109, "2026-11-21T07:22:19.340051135")  # UTC
+    assert (first["culprit_pid"], first["victim_pid"], first["time"]) == (
+        16107,
+        16109,
+        "2026-11-21T07:22:19.340051135",
+    )  # UTC
 
 
 def test_close_wait_ages_and_kinds_from_the_data(tmp_path):
@@ -79,12 +90,26 @@ def test_close_wait_ages_and_kinds_from_the_data(tmp_path):
     head = (DATA / "unread_default.jsonl").read_text().splitlines()[0]
     incs = []
     for n, age in enumerate((3, 60, 7200), 1):
-        incs.append({"type": "incident", "id": n, "kind": "close-wait", "culprit": {"pid": 50 + n, "comm": "leaky"},
-                     "bytes_discarded": 0, "local": {"addr": "10.0.0.1", "port": 80},
-                     "remote": {"addr": "10.0.0.2", "port": 4000 + n}, "victim": None,
-                     "close_wait_age_ns": age * 10**9,
-                     "timestamps": {"first_ns": n * 10**9, "close_ns": None, "reset_ns": None,
-                                    "last_ns": n * 10**9, "wall_ns": None}})
+        incs.append(
+            {
+                "type": "incident",
+                "id": n,
+                "kind": "close-wait",
+                "culprit": {"pid": 50 + n, "comm": "leaky"},
+                "bytes_discarded": 0,
+                "local": {"addr": "10.0.0.1", "port": 80},
+                "remote": {"addr": "10.0.0.2", "port": 4000 + n},
+                "victim": None,
+                "close_wait_age_ns": age * 10**9,
+                "timestamps": {
+                    "first_ns": n * 10**9,
+                    "close_ns": None,
+                    "reset_ns": None,
+                    "last_ns": n * 10**9,
+                    "wall_ns": None,
+                },
+            }
+        )
     p = tmp_path / "cw.jsonl"
     p.write_text("\n".join([head] + [json.dumps(i) for i in incs]) + "\n")
     r = report(str(p))
@@ -143,5 +168,7 @@ def test_report_lines_are_the_live_chains():
         assert len(rows) == len(incs), name
         for inc, row in zip(incs, rows):
             chain = render.chain_lines(inc)
-            assert incident_line(row).split(": ", 1)[1] == " ".join(
-                [chain[0]] + [x.strip() for x in chain[1:]]) + f" [{inc['impact']}]", name
+            assert (
+                incident_line(row).split(": ", 1)[1]
+                == " ".join([chain[0]] + [x.strip() for x in chain[1:]]) + f" [{inc['impact']}]"
+            ), name

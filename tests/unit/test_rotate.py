@@ -47,7 +47,7 @@ def test_size_rule_is_exact(tmp_path):
     w = writer(tmp_path, max_file_size=4096, max_age_s=0, max_total_size=0)
     records = [rec(i, pad=50 + (i * 37) % 400) for i in range(60)]
     for i in range(0, 60, 7):  # batches of several records
-        w.write(records[i:i + 7])
+        w.write(records[i : i + 7])
     w.close({"type": "summary", "stats": {}, "incidents": 0})
     files = w.files()
     got = []
@@ -104,6 +104,7 @@ def test_total_cap_holds_at_every_write_even_within_one_batch(tmp_path, monkeypa
         n = real(fd, data)
         worst.append(sum(f.stat().st_size for f in w.files()))
         return n
+
     monkeypatch.setattr(os, "write", spy)
     for i in range(0, 300, 50):  # batches spanning several files each
         w.write([rec(j, pad=200) for j in range(i, i + 50)])

@@ -87,8 +87,8 @@ def test_other_kernels_do_not():
 def test_the_switch_is_in_the_table_and_guards_the_c():
     assert ("TASK_SOFTIRQ_CNT", "task_struct", "softirq_disable_cnt") in OPTIONAL_FIELDS
     src = BPF_C.read_text()
-    body = src[src.index("static __always_inline u8 rst_context("):]
-    body = body[:body.index("\n}\n")]
+    body = src[src.index("static __always_inline u8 rst_context(") :]
+    body = body[: body.index("\n}\n")]
     # Checked before the stack test: on RT the softirq's stack IS the task's stack.
     rt = body.index("#ifdef RST_HAVE_TASK_SOFTIRQ_CNT")
     assert rt < body.index("at - stack >= RST_THREAD_SIZE")

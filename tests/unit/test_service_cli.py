@@ -35,14 +35,17 @@ def test_durations(text, want):
     assert Duration().convert(text, None, None) == want
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--max-file-size", "12X"], "is not a size"),
-    (["--max-age", "-1"], "is not a duration"),
-    (["--max-file-size", "100"], "at least 4096"),
-    (["--max-file-size", "1M", "--max-total-size", "1M"], "at least twice"),
-    (["--metrics", "127.0.0.1:0"], "invalid metrics address"),
-    (["--metrics-top-n", "0"], "0"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--max-file-size", "12X"], "is not a size"),
+        (["--max-age", "-1"], "is not a duration"),
+        (["--max-file-size", "100"], "at least 4096"),
+        (["--max-file-size", "1M", "--max-total-size", "1M"], "at least twice"),
+        (["--metrics", "127.0.0.1:0"], "invalid metrics address"),
+        (["--metrics-top-n", "0"], "0"),
+    ],
+)
 def test_bad_options_are_usage_errors(args, msg):
     proc = run("service", "--dir", "/nonexistent/never-created", *args)
     assert proc.returncode == 2, proc.stderr

@@ -18,25 +18,31 @@ DATA = Path(__file__).parent.parent / "data" / "v1"
 ESC_NAME = "\x1b[2J\x1b[31mevil\x07"
 
 
-@pytest.mark.parametrize("raw, shown", [
-    ("rst_server", "rst_server"),
-    ("\x1b[2J\x1b[31mevil\x07", "\\x1b[2J\\x1b[31mevil\\x07"),
-    ("a\nb\rc\td", "a\\nb\\rc\\td"),
-    ("\x00\x7f\x9b", "\\x00\\x7f\\x9b"),  # NUL, DEL and the 8-bit CSI
-    ("ab\u202edc", "ab\\u202edc"),  # a bidi override would reverse what follows
-    ("x\u2028y", "x\\u2028y"),
-    ("caf\u00e9 \u6f22\u5b57", "caf\u00e9 \u6f22\u5b57"),  # letters of any language stay
-    ("bad\udcff", "bad\\xff"),  # a byte that was not UTF-8 (surrogateescape)
-    ("soft\u00adhyphen", "soft\\xadhyphen"),
-])
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("rst_server", "rst_server"),
+        ("\x1b[2J\x1b[31mevil\x07", "\\x1b[2J\\x1b[31mevil\\x07"),
+        ("a\nb\rc\td", "a\\nb\\rc\\td"),
+        ("\x00\x7f\x9b", "\\x00\\x7f\\x9b"),  # NUL, DEL and the 8-bit CSI
+        ("ab\u202edc", "ab\\u202edc"),  # a bidi override would reverse what follows
+        ("x\u2028y", "x\\u2028y"),
+        ("caf\u00e9 \u6f22\u5b57", "caf\u00e9 \u6f22\u5b57"),  # letters of any language stay
+        ("bad\udcff", "bad\\xff"),  # a byte that was not UTF-8 (surrogateescape)
+        ("soft\u00adhyphen", "soft\\xadhyphen"),
+    ],
+)
 def test_safe_escapes_exactly_the_control_characters(raw, shown):
     assert safe(raw) == shown
 
 
 def test_fold_cuts_between_words_and_never_inside_one():
     line = "rst_server[13622] closed 127.0.0.1:43923<-127.0.0.1:45398 with 1000 unread bytes -> RST"
-    assert fold(line, 40) == ["rst_server[13622] closed", "    127.0.0.1:43923<-127.0.0.1:45398",
-                              "    with 1000 unread bytes -> RST"]
+    assert fold(line, 40) == [
+        "rst_server[13622] closed",
+        "    127.0.0.1:43923<-127.0.0.1:45398",
+        "    with 1000 unread bytes -> RST",
+    ]
     assert fold(line, None) == [line]
     assert fold(line, 200) == [line]
     # A word longer than the width stays whole.
@@ -68,7 +74,8 @@ def test_chain_on_a_terminal_folds_at_its_width_with_styles(monkeypatch):
         "\x1b[1m\\x1b[2J\\x1b[31mevil\\x07[7]\x1b[0m\n"
         "\x1b[1m    closed a:1<-b:2 with 1000\x1b[0m\n"
         "\x1b[1m    unread bytes\x1b[0m\n"
-        "\x1b[31m  -> c[8] EPIPE\x1b[0m\n")
+        "\x1b[31m  -> c[8] EPIPE\x1b[0m\n"
+    )
     out2 = FakeTTY()
     monkeypatch.setattr(sys, "stdout", out2)
     Terminal(wide=True, width=30).chain(["a " * 40])
@@ -92,9 +99,11 @@ def test_messages_on_stderr_are_escaped(monkeypatch):
     t.note(f"note {ESC_NAME}")
     t.warning(f"file:3: {ESC_NAME}")
     t.error(f"bad {ESC_NAME}")
-    assert err.getvalue() == ("note \\x1b[2J\\x1b[31mevil\\x07\n"
-                              "rsttrace: warning: file:3: \\x1b[2J\\x1b[31mevil\\x07\n"
-                              "rsttrace: error: bad \\x1b[2J\\x1b[31mevil\\x07\n")
+    assert err.getvalue() == (
+        "note \\x1b[2J\\x1b[31mevil\\x07\n"
+        "rsttrace: warning: file:3: \\x1b[2J\\x1b[31mevil\\x07\n"
+        "rsttrace: error: bad \\x1b[2J\\x1b[31mevil\\x07\n"
+    )
 
 
 def hostile_trace(tmp_path) -> Path:
@@ -116,8 +125,12 @@ def hostile_trace(tmp_path) -> Path:
 
 
 def rsttrace(*args):
-    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, timeout=120,
-                          cwd=Path(__file__).parent.parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "tracer", *args],
+        capture_output=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent.parent,
+    )
 
 
 def test_report_escapes_names_from_the_file_and_json_keeps_them(tmp_path):
@@ -126,9 +139,11 @@ def test_report_escapes_names_from_the_file_and_json_keeps_them(tmp_path):
     assert r.returncode == 0, r.stderr
     assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout
     line = next(x for x in r.stdout.decode().splitlines() if "abort-on-close:" in x)
-    assert line == ("  2026-11-21 07:22:19.340 abort-on-close: \\x1b[2J\\x1b[31mevil\\x07[16107] closed "
-                    "127.0.0.1:35317<-127.0.0.1:56894 with 1000 unread bytes -> RST (abort on close) -> "
-                    "\\x1b[2J\\x1b[31mevil\\x07[16109] write: ECONNRESET, write: EPIPE, SIGPIPE: killed")
+    assert line == (
+        "  2026-11-21 07:22:19.340 abort-on-close: \\x1b[2J\\x1b[31mevil\\x07[16107] closed "
+        "127.0.0.1:35317<-127.0.0.1:56894 with 1000 unread bytes -> RST (abort on close) -> "
+        "\\x1b[2J\\x1b[31mevil\\x07[16109] write: ECONNRESET, write: EPIPE, SIGPIPE: killed"
+    )
     r = rsttrace("report", "--json", str(p))
     assert r.returncode == 0
     s = json.loads(r.stdout)
@@ -147,9 +162,12 @@ def test_merge_text_escapes(tmp_path):
 
 def test_stdout_closed_is_one_line_and_exit_13(tmp_path):
     p = hostile_trace(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", "report", "--limit", "0", str(p), str(p), str(p)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).parent.parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "report", "--limit", "0", str(p), str(p), str(p)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent.parent,
+    )
     proc.stdout.close()  # the reader went away (`| head -0`)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 13
@@ -179,8 +197,13 @@ def run_in_pty(args, columns: int) -> bytes:
     attrs = termios.tcgetattr(slave)
     attrs[1] &= ~termios.ONLCR  # keep "\n" as written
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", *args], stdout=slave, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).parent.parent.parent, env={**os.environ, "NO_COLOR": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", *args],
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent.parent,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     os.close(slave)
     out = b""
     while True:
@@ -203,7 +226,7 @@ def test_report_on_a_terminal_folds_at_its_width_between_words():
     screen = run_in_pty(["report", str(DATA / "unread_default.jsonl")], 60).decode().splitlines()
     assert max(len(x) for x in screen) <= 60
     start = next(i for i, x in enumerate(screen) if "abort-on-close:" in x)
-    pieces = [screen[start]] + [x for x in screen[start + 1:start + 6] if x.startswith("      ")]
+    pieces = [screen[start]] + [x for x in screen[start + 1 : start + 6] if x.startswith("      ")]
     # Joined back (continuation indent dropped), the pieces are the piped line: no word was cut.
     assert " ".join(p.strip() for p in pieces) == long.strip()
     wide = run_in_pty(["-w", "report", str(DATA / "unread_default.jsonl")], 60).decode().splitlines()

@@ -7,11 +7,16 @@ from rich.console import Console
 from tracer.top import NS, TopModel, render
 
 
-def inc(kind="abort-on-close", cpid=10, ccomm="srv", vpid=20, vcomm="cli", nbytes=1000, sigpipe="killed",
-        **kw):
-    d = {"kind": kind, "culprit": {"pid": cpid, "comm": ccomm}, "bytes_discarded": nbytes, "netns": 1,
-         "local": {"addr": "127.0.0.1", "port": kw.pop("port", 1)}, "remote": {"addr": "127.0.0.1", "port": 2},
-         "victim": None if vcomm is None else {"pid": vpid, "comm": vcomm, "sigpipe": sigpipe}}
+def inc(kind="abort-on-close", cpid=10, ccomm="srv", vpid=20, vcomm="cli", nbytes=1000, sigpipe="killed", **kw):
+    d = {
+        "kind": kind,
+        "culprit": {"pid": cpid, "comm": ccomm},
+        "bytes_discarded": nbytes,
+        "netns": 1,
+        "local": {"addr": "127.0.0.1", "port": kw.pop("port", 1)},
+        "remote": {"addr": "127.0.0.1", "port": 2},
+        "victim": None if vcomm is None else {"pid": vpid, "comm": vcomm, "sigpipe": sigpipe},
+    }
     d.update(kw)
     return d
 
@@ -41,12 +46,38 @@ def test_rates_totals_and_processes():
 def test_close_wait_owners_count_and_oldest():
     m = TopModel()
     cw = dict(kind="close-wait", vcomm=None, nbytes=0)
-    m.incident(inc(port=1, close_wait_closed=False, close_wait_age_ns=30 * NS,
-                   timestamps={"first_ns": 70 * NS, "last_ns": 100 * NS}, **cw), 100 * NS)
-    m.incident(inc(port=2, close_wait_closed=False, close_wait_age_ns=31 * NS,
-                   timestamps={"first_ns": 80 * NS, "last_ns": 110 * NS}, **cw), 110 * NS)
-    m.incident(inc(port=3, cpid=12, ccomm="other", close_wait_closed=False, close_wait_age_ns=None,
-                   timestamps={"first_ns": 105 * NS, "last_ns": 105 * NS}, **cw), 110 * NS)
+    m.incident(
+        inc(
+            port=1,
+            close_wait_closed=False,
+            close_wait_age_ns=30 * NS,
+            timestamps={"first_ns": 70 * NS, "last_ns": 100 * NS},
+            **cw,
+        ),
+        100 * NS,
+    )
+    m.incident(
+        inc(
+            port=2,
+            close_wait_closed=False,
+            close_wait_age_ns=31 * NS,
+            timestamps={"first_ns": 80 * NS, "last_ns": 110 * NS},
+            **cw,
+        ),
+        110 * NS,
+    )
+    m.incident(
+        inc(
+            port=3,
+            cpid=12,
+            ccomm="other",
+            close_wait_closed=False,
+            close_wait_age_ns=None,
+            timestamps={"first_ns": 105 * NS, "last_ns": 105 * NS},
+            **cw,
+        ),
+        110 * NS,
+    )
     assert m.close_wait_owners(120 * NS) == [((10, "srv"), 2, 50 * NS), ((12, "other"), 1, 15 * NS)]
     m.incident(inc(port=1, close_wait_closed=True, timestamps={}, **cw), 121 * NS)
     assert m.close_wait_owners(130 * NS) == [((10, "srv"), 1, 51 * NS), ((12, "other"), 1, 25 * NS)]
@@ -65,8 +96,20 @@ def test_fits_80x24_and_shows_the_numbers():
     m = TopModel(window_s=5, started_ns=0)
     for i in range(7):
         m.incident(inc(cpid=4242, ccomm="nginx", vpid=77, vcomm="curl"), 10 * NS)
-    m.incident(inc(kind="close-wait", vcomm=None, nbytes=0, port=9, close_wait_closed=False,
-                   close_wait_age_ns=40 * NS, timestamps={"last_ns": 10 * NS}, cpid=5, ccomm="leaky"), 10 * NS)
+    m.incident(
+        inc(
+            kind="close-wait",
+            vcomm=None,
+            nbytes=0,
+            port=9,
+            close_wait_closed=False,
+            close_wait_age_ns=40 * NS,
+            timestamps={"last_ns": 10 * NS},
+            cpid=5,
+            ccomm="leaky",
+        ),
+        10 * NS,
+    )
     m.lost_total(3)
     console = Console(width=80, height=24, record=True, force_terminal=False, color_system=None)
     console.print(render(m.snapshot(11 * NS)))

@@ -25,7 +25,10 @@ def test_roundtrip(tmp_path):
 
 
 def test_truncated_last_line_keeps_what_came_before(tmp_path):
-    p = write(tmp_path, '{"type":"header","format":"rsttrace","version":1}\n{"type":"event","ts_ns":1,"kind":"close"}\n{"type":"ev')
+    p = write(
+        tmp_path,
+        '{"type":"header","format":"rsttrace","version":1}\n{"type":"event","ts_ns":1,"kind":"close"}\n{"type":"ev',
+    )
     got = []
     with pytest.raises(BadTrace, match=r"t.jsonl:3: truncated last line"):
         for r in tracefile.read(p):

@@ -56,8 +56,7 @@ def sender_unseen(run: dict) -> bool:
 # Quantities a real program's run decides (how much of an upload had arrived, how long a pool
 # waited): the corpus asserts each against that run's own kernel (SIOCINQ, the namespace's
 # counters, times measured around it), so across kernels only the rest must be the same.
-RUN_MEASURED = ("bytes_discarded", "close_to_reset_ms", "idle_before_close_ms", "retransmissions",
-                "unanswered_ms")
+RUN_MEASURED = ("bytes_discarded", "close_to_reset_ms", "idle_before_close_ms", "retransmissions", "unanswered_ms")
 RUN_MEASURED_VICTIM = ("unread_at_reset", "unacked_at_reset", "unread_at_close")
 RUN_MEASURED_TESTS = ("tests/integration/test_corpus.py",)
 # And what a real program's timing decides in one test, asserted there against that run's own
@@ -66,13 +65,16 @@ RUN_MEASURED_TESTS = ("tests/integration/test_corpus.py",)
 # RST the kernel sends a second one (`resets` == Tcp.OutRsts, `closed_before_reset` against
 # Tcp.EstabResets).
 RUN_DECIDED = {
-    "tests/integration/test_corpus.py::test_gunicorn_sync_worker_closes_with_the_upload_unread":
-        (("state", "resets"), ("closed_before_reset",)),
+    "tests/integration/test_corpus.py::test_gunicorn_sync_worker_closes_with_the_upload_unread": (
+        ("state", "resets"),
+        ("closed_before_reset",),
+    ),
 }
 
 
-def comparable(run: dict, other: dict, measured: bool = False,
-               decided: tuple[tuple, tuple] = ((), ())) -> tuple[list[dict], list[str]]:
+def comparable(
+    run: dict, other: dict, measured: bool = False, decided: tuple[tuple, tuple] = ((), ())
+) -> tuple[list[dict], list[str]]:
     """The run's incidents with what the two kernels cannot both show taken out, in canonical
     order (incident_dump.canonical); and the problems found on the way (an old kernel that
     claims a reason). Cgroups say where the test ran (a sandbox's cgroup on the host, the ssh
@@ -84,11 +86,15 @@ def comparable(run: dict, other: dict, measured: bool = False,
     no_sender = sender_unseen(run) or sender_unseen(other)
     out = []
     for inc in run["incidents"]:
-        inc = {k: v for k, v in inc.items()
-               if k != "cgroups" and not (measured and k in RUN_MEASURED) and k not in decided[0]}
+        inc = {
+            k: v
+            for k, v in inc.items()
+            if k != "cgroups" and not (measured and k in RUN_MEASURED) and k not in decided[0]
+        }
         if measured and inc.get("victim"):
-            inc["victim"] = {k: v for k, v in inc["victim"].items()
-                             if k not in RUN_MEASURED_VICTIM and k not in decided[1]}
+            inc["victim"] = {
+                k: v for k, v in inc["victim"].items() if k not in RUN_MEASURED_VICTIM and k not in decided[1]
+            }
         if inc.get("kind") in ("write-after-close", "process-killed") and inc.get("state") in CLOSED_STATES:
             inc["state"] = CLOSED_STATES[inc["state"]]
         if no_sender:
@@ -132,11 +138,14 @@ renumber = incident_dump.renumber
 def differences(host, guest, path: str = "") -> list[str]:
     """Readable paths of what differs, e.g. `[0].victim.sigpipe: host 'killed', guest None`."""
     if isinstance(host, dict) and isinstance(guest, dict):
-        return [d for k in sorted(set(host) | set(guest), key=str)
-                for d in differences(host.get(k, "<absent>"), guest.get(k, "<absent>"), f"{path}.{k}")]
+        return [
+            d
+            for k in sorted(set(host) | set(guest), key=str)
+            for d in differences(host.get(k, "<absent>"), guest.get(k, "<absent>"), f"{path}.{k}")
+        ]
     if isinstance(host, list) and isinstance(guest, list):
         pad = ["<absent>"] * abs(len(host) - len(guest))
-        pairs = zip(host + pad[:len(guest) - len(host)], guest + pad[:len(host) - len(guest)])
+        pairs = zip(host + pad[: len(guest) - len(host)], guest + pad[: len(host) - len(guest)])
         return [d for i, (h, g) in enumerate(pairs) for d in differences(h, g, f"{path}[{i}]")]
     return [] if host == guest else [f"{path or 'incidents'}: host {host!r}, guest {guest!r}"]
 
@@ -150,8 +159,11 @@ def guest_plans() -> list[str]:
 def cases():
     plans = guest_plans()
     if not plans:
-        why = ("RSTTRACE_VM_RESULTS is not set (./run.sh test sets it after the VM suite)" if not RESULTS
-               else f"no guest incident dumps under {RESULTS}/guest (run vagrant/run-suite)")
+        why = (
+            "RSTTRACE_VM_RESULTS is not set (./run.sh test sets it after the VM suite)"
+            if not RESULTS
+            else f"no guest incident dumps under {RESULTS}/guest (run vagrant/run-suite)"
+        )
         return [pytest.param(None, None, marks=pytest.mark.skip(reason=why), id="no-vm-results")]
     host = incident_dump.load(Path(RESULTS, "host", "incidents"))
     out = []
@@ -182,5 +194,7 @@ def test_same_incidents_on_both_kernels(plan, test):
         got, problems_g = comparable(g, h, measured, decided)
         assert problems_h + problems_g == []
         diffs = differences(want, got)
-        assert diffs == [], (f"guest kernel {g['kernel']} (plan {g['plan']}) vs host kernel {h['kernel']} "
-                             f"(plan {h['plan']}):\n  " + "\n  ".join(diffs))
+        assert diffs == [], (
+            f"guest kernel {g['kernel']} (plan {g['plan']}) vs host kernel {h['kernel']} "
+            f"(plan {h['plan']}):\n  " + "\n  ".join(diffs)
+        )

@@ -13,12 +13,27 @@ HERE = Path(__file__).resolve().parent
 SIZES = {"const void *": 8, "void *": 8, "int": 4, "__u16": 2, "__u8": 1, "__u64": 8, "char": 1}
 SIGNED = {"int": 1, "char": None}
 
-TCP_SK_SKB_NOFAMILY = [("const void *", "skbaddr", 0), ("const void *", "skaddr", 0), ("int", "state", 0),
-                       ("__u16", "sport", 0), ("__u16", "dport", 0), ("__u8", "saddr", 4),
-                       ("__u8", "daddr", 4), ("__u8", "saddr_v6", 16), ("__u8", "daddr_v6", 16)]
-TCP_SK_NOFAMILY = [("const void *", "skaddr", 0), ("__u16", "sport", 0), ("__u16", "dport", 0),
-                   ("__u8", "saddr", 4), ("__u8", "daddr", 4), ("__u8", "saddr_v6", 16),
-                   ("__u8", "daddr_v6", 16), ("__u64", "sock_cookie", 0)]
+TCP_SK_SKB_NOFAMILY = [
+    ("const void *", "skbaddr", 0),
+    ("const void *", "skaddr", 0),
+    ("int", "state", 0),
+    ("__u16", "sport", 0),
+    ("__u16", "dport", 0),
+    ("__u8", "saddr", 4),
+    ("__u8", "daddr", 4),
+    ("__u8", "saddr_v6", 16),
+    ("__u8", "daddr_v6", 16),
+]
+TCP_SK_NOFAMILY = [
+    ("const void *", "skaddr", 0),
+    ("__u16", "sport", 0),
+    ("__u16", "dport", 0),
+    ("__u8", "saddr", 4),
+    ("__u8", "daddr", 4),
+    ("__u8", "saddr_v6", 16),
+    ("__u8", "daddr_v6", 16),
+    ("__u64", "sock_cookie", 0),
+]
 
 
 def layout(fields: list[tuple[str, str, int]], char_signed: int) -> list[str]:
@@ -39,7 +54,7 @@ def layout(fields: list[tuple[str, str, int]], char_signed: int) -> list[str]:
 def header_of(text: str) -> list[str]:
     lines = text.splitlines()
     start = lines.index("format:")
-    return lines[start + 1:start + 5]
+    return lines[start + 1 : start + 5]
 
 
 def build(name: str, common: list[str], fields: list[str], fmt: str) -> str:
@@ -50,11 +65,11 @@ def fields_of(text: str) -> list[str]:
     lines = text.splitlines()
     blank = lines.index("", lines.index("format:"))
     end = lines.index("", blank + 1)
-    return lines[blank + 1:end]
+    return lines[blank + 1 : end]
 
 
 def fmt_of(text: str) -> str:
-    return next(ln for ln in text.splitlines() if ln.startswith("print fmt: "))[len("print fmt: "):]
+    return next(ln for ln in text.splitlines() if ln.startswith("print fmt: "))[len("print fmt: ") :]
 
 
 def with_id0(text: str) -> str:
@@ -81,8 +96,8 @@ def no_mptcp(fmt: str) -> str:
 def reasons_612(rstreason_h: Path) -> str:
     """The __print_symbolic list of enum sk_rst_reason, in the order of include/net/rstreason.h."""
     text = rstreason_h.read_text()
-    body = text[text.index("enum sk_rst_reason {"):]
-    body = body[:body.index("};")]
+    body = text[text.index("enum sk_rst_reason {") :]
+    body = body[: body.index("};")]
     names = re.findall(r"^\s*SK_RST_REASON_(\w+),", body, flags=re.M)
     return ", ".join(f'{{ {i}, "{n}" }}' for i, n in enumerate(names))
 
@@ -96,10 +111,14 @@ def main(src612: Path | None) -> None:
 
     # tcp: tcp_event_sk_skb without `family` until 5.11 ("tcp: add family to tcp tracepoints"
     # is in 5.12); tcp_event_sk likewise; 6.10 gave tcp_send_reset its own event with `reason`.
-    old_skb_fmt = ('"sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c state=%s", '
-                   "REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, " + state_sym)
-    old_sk_fmt = ('"sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c sock_cookie=%llx", '
-                  "REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, REC->sock_cookie")
+    old_skb_fmt = (
+        '"sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c state=%s", '
+        "REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, " + state_sym
+    )
+    old_sk_fmt = (
+        '"sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c sock_cookie=%llx", '
+        "REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, REC->sock_cookie"
+    )
     for v in ("5.4", "5.10"):
         out[v]["tcp/tcp_send_reset"] = build("tcp_send_reset", common, layout(TCP_SK_SKB_NOFAMILY, 1), old_skb_fmt)
         for tp in ("tcp_receive_reset", "tcp_destroy_sock"):
@@ -110,8 +129,11 @@ def main(src612: Path | None) -> None:
     sr = read(v618, "tcp/tcp_send_reset")
     if src612 is not None:
         fmt = fmt_of(sr)
-        fmt = re.sub(r"__print_symbolic\(REC->reason, .*\)$",
-                     "__print_symbolic(REC->reason, " + reasons_612(src612 / "include/net/rstreason.h") + ")", fmt)
+        fmt = re.sub(
+            r"__print_symbolic\(REC->reason, .*\)$",
+            "__print_symbolic(REC->reason, " + reasons_612(src612 / "include/net/rstreason.h") + ")",
+            fmt,
+        )
         out["6.12"]["tcp/tcp_send_reset"] = build("tcp_send_reset", common, fields_of(sr), fmt)
     else:
         out["6.12"]["tcp/tcp_send_reset"] = with_id0(sr)
@@ -135,8 +157,14 @@ def main(src612: Path | None) -> None:
     # signal, sched, irq, raw_syscalls: unchanged fields in this range, except that
     # sched_process_exit gained group_dead in 6.16 and char became unsigned on x86 in 6.2.
     for v in out:
-        for rel in ("signal/signal_generate", "signal/signal_deliver", "sched/sched_process_exit",
-                    "irq/softirq_entry", "irq/softirq_exit", "raw_syscalls/sys_exit"):
+        for rel in (
+            "signal/signal_generate",
+            "signal/signal_deliver",
+            "sched/sched_process_exit",
+            "irq/softirq_entry",
+            "irq/softirq_exit",
+            "raw_syscalls/sys_exit",
+        ):
             text = with_id0(read(v61, rel))
             if v in ("6.6", "6.12"):
                 text = unsigned_char(text)

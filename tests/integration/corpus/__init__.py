@@ -32,12 +32,30 @@ SCALE = float(os.environ.get("RSTTRACE_TEST_TIMEOUT_SCALE", "1"))
 TIMEOUT = 15.0 * SCALE
 
 # /proc/net/tcp state codes
-STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-          6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
 
 # The counters each test records; a test asserts the delta of all of them, zeros included.
-COUNTERS = ("Tcp.OutRsts", "Tcp.EstabResets", "Tcp.AttemptFails", "TcpExt.TCPAbortOnClose",
-            "TcpExt.TCPAbortOnData", "TcpExt.TCPAbortOnLinger", "TcpExt.TCPAbortOnTimeout")
+COUNTERS = (
+    "Tcp.OutRsts",
+    "Tcp.EstabResets",
+    "Tcp.AttemptFails",
+    "TcpExt.TCPAbortOnClose",
+    "TcpExt.TCPAbortOnData",
+    "TcpExt.TCPAbortOnLinger",
+    "TcpExt.TCPAbortOnTimeout",
+)
 
 
 def need(*programs: str) -> list[str]:
@@ -72,6 +90,7 @@ def wait_for(pred: Callable[[], object], what: str, timeout: float = TIMEOUT, in
 
 def free_port() -> int:
     import random
+
     return random.randint(20000, 60000)
 
 
@@ -82,8 +101,16 @@ class Program:
     """A program started inside a namespace (ip netns exec execs it: Popen.pid is its pid),
     in a session of its own so that teardown kills it and everything it forked."""
 
-    def __init__(self, ns: scenarios.Netns, argv: Sequence[str], *, user: str | None = None,
-                 cwd: str | None = None, env: dict | None = None, stdin=subprocess.DEVNULL) -> None:
+    def __init__(
+        self,
+        ns: scenarios.Netns,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        cwd: str | None = None,
+        env: dict | None = None,
+        stdin=subprocess.DEVNULL,
+    ) -> None:
         # Open for the program's whole life (it writes there); removed by stop().
         self.log = tempfile.NamedTemporaryFile(prefix="corpus-", suffix=".log", delete=False)  # noqa: SIM115
         cmd = ["ip", "netns", "exec", ns.name]
@@ -91,8 +118,15 @@ class Program:
             # setpriv execs too: the pid stays the program's own.
             cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         self.argv = list(argv)
-        self.popen = subprocess.Popen([*cmd, *argv], stdout=self.log, stderr=subprocess.STDOUT,
-                                      stdin=stdin, cwd=cwd, env=env, start_new_session=True)
+        self.popen = subprocess.Popen(
+            [*cmd, *argv],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=stdin,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
         self.pid = self.popen.pid
         self._final: str | None = None
 
@@ -103,8 +137,9 @@ class Program:
         return Path(self.log.name).read_text(errors="replace")
 
     def wait_output(self, text: str, timeout: float = TIMEOUT) -> str:
-        wait_for(lambda: text in self.output() or self.popen.poll() is not None,
-                 f"{self.argv[0]} printing {text!r}", timeout)
+        wait_for(
+            lambda: text in self.output() or self.popen.poll() is not None, f"{self.argv[0]} printing {text!r}", timeout
+        )
         out = self.output()
         assert text in out, f"{self.argv[0]} exited ({self.popen.returncode}) without {text!r}:\n{out}"
         return out
@@ -155,7 +190,7 @@ def _addr(hexaddr: str) -> tuple[str, int]:
     host, port = hexaddr.split(":")
     if len(host) == 8:
         return socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(host, 16))), int(port, 16)
-    raw = b"".join(struct.pack("<I", int(host[i:i + 8], 16)) for i in range(0, 32, 8))
+    raw = b"".join(struct.pack("<I", int(host[i : i + 8], 16)) for i in range(0, 32, 8))
     return socket.inet_ntop(socket.AF_INET6, raw), int(port, 16)
 
 
@@ -171,11 +206,13 @@ def conns(pid: int) -> list[Conn]:
     return out
 
 
-def find_conn(pid: int, *, lport: int | None = None, rport: int | None = None,
-              state: str | None = None) -> Conn | None:
+def find_conn(pid: int, *, lport: int | None = None, rport: int | None = None, state: str | None = None) -> Conn | None:
     for c in conns(pid):
-        if ((lport is None or c.lport == lport) and (rport is None or c.rport == rport)
-                and (state is None or c.state == state)):
+        if (
+            (lport is None or c.lport == lport)
+            and (rport is None or c.rport == rport)
+            and (state is None or c.state == state)
+        ):
             return c
     return None
 
@@ -265,24 +302,29 @@ PY = sys.executable
 def one(incidents: list[dict]) -> dict:
     """The one incident expected; otherwise fail showing them all (explanations left out)."""
     import json
+
     if len(incidents) != 1:
         shown = [{k: v for k, v in i.items() if k not in ("explanation", "advice")} for i in incidents]
         raise AssertionError(f"expected 1 incident, got {len(incidents)}:\n{json.dumps(shown, indent=1)}")
     return incidents[0]
 
 
-def held_socket(pids: Callable[[], Sequence[int]] | Sequence[int], netns_pid: int, what: str, **match) -> tuple[Conn, int, int]:
+def held_socket(
+    pids: Callable[[], Sequence[int]] | Sequence[int], netns_pid: int, what: str, **match
+) -> tuple[Conn, int, int]:
     """Wait until one of pids holds the connection matching `match` (see find_conn) in netns_pid's
     namespace; return (conn, pid, fd). A connection still in the accept queue has inode 0 and no
     holder yet: it is waited for too."""
+
     def look():
         conn = find_conn(netns_pid, **match)
         if conn is None or conn.inode == 0:
             return None
-        for pid in (pids() if callable(pids) else pids):
+        for pid in pids() if callable(pids) else pids:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 fd = socket_fd(pid, conn.inode)
                 if fd is not None:
                     return conn, pid, fd
         return None
+
     return wait_for(look, what)
