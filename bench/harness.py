@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tracer.kernel import build_scaffold
 from tracer.layout import layout
-from tracer.scenarios import Netns
+from testbed.ready import NotReady, wait_ready
+from testbed.scenarios import Netns
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -196,14 +197,18 @@ class TracerProc:
             self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=err, env=self.env)
             threading.Thread(target=self._count_lines, daemon=True).start()
         err.close()
-        deadline = t0 + START_TIMEOUT
-        while not self._is_ready():
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.kind} exited early ({self.proc.returncode}): {self.err.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise BenchError(f"{self.kind} not tracing after {START_TIMEOUT:.0f}s")
-            time.sleep(0.01)  # polling for readiness
+        try:
+            wait_ready(
+                self._is_ready,
+                self.proc.pid,
+                self.proc.poll,
+                lambda: self.err.read_text()[-2000:],
+                self.proc.kill,
+                what=self.kind,
+                budget=START_TIMEOUT,
+            )
+        except NotReady as e:
+            raise BenchError(str(e)) from None
         return time.monotonic() - t0
 
     def _is_ready(self) -> bool:

@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from testbed.ready import NotReady, wait_ready
+
 from . import harness as h
 
 INCIDENT = b'"type":"incident"'
@@ -150,12 +152,18 @@ def service(p: dict, wd: Path) -> dict:
         argv += ["--netns", str(ns.inode)]
         with open(err, "wb") as ef:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=ef, cwd=h.REPO)
-        deadline = time.monotonic() + h.START_TIMEOUT
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise h.BenchError(f"service not ready: {err.read_text()[-2000:]}")
-            time.sleep(0.05)  # polling for readiness
+        try:
+            wait_ready(
+                ready,
+                proc.pid,
+                proc.poll,
+                lambda: err.read_text()[-2000:],
+                proc.kill,
+                what="service",
+                budget=h.START_TIMEOUT,
+            )
+        except NotReady as e:
+            raise h.BenchError(str(e)) from None
         watch = DirWatch(d, wd / "service.seen").start()
         # Idle: no churn of ours (the host's own traffic goes on).
         t0 = time.monotonic()

@@ -1,4 +1,5 @@
-"""Record notebooks/sample_trace.jsonl with the real tracer over the real scenarios (run as root)."""
+"""Record notebooks/sample_trace.jsonl with the real tracer over the real scenarios (as root, from
+the project root: python -m notebooks.record_sample)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tracer import scenarios
+from testbed import scenarios
+from testbed.ready import wait_ready
 
 HERE = Path(__file__).resolve().parent
 # (scenario keyword arguments, bytes left unread): three bursts a second apart, so that the
@@ -48,10 +50,7 @@ def main() -> None:
                                  "--settle", "0.3", "--netns", str(ns.inode), "--close-wait", "1",
                                  "--ready-file", str(ready)])
         try:
-            while not ready.exists():
-                if proc.poll() is not None:
-                    sys.exit(f"rsttrace record exited with {proc.returncode}")
-                time.sleep(0.05)
+            wait_ready(ready, proc.pid, proc.poll, kill=proc.kill, what="rsttrace record")
             for n, burst in enumerate(BURSTS):
                 if n:
                     time.sleep(1.0)

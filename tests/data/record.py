@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python -m tests.data.record [NAME ...]
 
-Each runs a scenario from tracer/scenarios.py under the real tracer and keeps its trace file
+Each runs a scenario from testbed/scenarios.py under the real tracer and keeps its trace file
 (header, events, incidents, summary) as tests/data/NAME.jsonl.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.integration.tracer_proc import Tracer
 from tests.integration.test_stories import early_reply
-from tracer import scenarios
+from testbed import scenarios
 
 DATA = Path(__file__).parent
 

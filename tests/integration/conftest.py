@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -15,7 +14,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .tracer_proc import START_STALL, START_TIMEOUT, STOP_TIMEOUT, TIMEOUT_SCALE, cpu_seconds
+from testbed import ready as ready_
+
+from .tracer_proc import STOP_TIMEOUT, TIMEOUT_SCALE
 
 # The CLI with `service` and `top` added, whether or not tracer/cli.py registers them yet.
 CLI = [sys.executable, "-m", "tracer.service_cli"]
@@ -45,21 +46,11 @@ def poll(what: str, fn, timeout: float = 20.0, every: float = 0.05):
 
 
 def wait_ready(proc: subprocess.Popen, ready: Path, err_path: Path) -> None:
-    """As tracer_proc.Tracer: a budget of the tracer's own CPU time, not of wall time."""
-    used, last_progress = 0.0, time.monotonic()
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise RuntimeError(f"rsttrace exited early ({proc.returncode}): {err_path.read_text()}")
-        now = time.monotonic()
-        with contextlib.suppress(OSError):
-            cpu = cpu_seconds(proc.pid)
-            if cpu > used:
-                used, last_progress = cpu, now
-        if used > START_TIMEOUT or now - last_progress > START_STALL:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"rsttrace not ready: {err_path.read_text()}")
-        time.sleep(0.02)  # polling for readiness
+    def kill() -> None:
+        proc.kill()
+        proc.wait()
+
+    ready_.wait_ready(ready, proc.pid, proc.poll, err_path.read_text, kill)
 
 
 def scrape(port: int) -> dict:

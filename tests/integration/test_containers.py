@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 from tracer.cgroups import hierarchy
 
 from .tracer_proc import Tracer

@@ -43,7 +43,7 @@ import time
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 
 from . import corpus as C
 from .tracer_proc import Tracer

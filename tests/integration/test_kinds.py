@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 from tracer.kernel import KernelFeatures
 
 from . import expect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 
 from .tracer_proc import TIMEOUT_SCALE, Tracer, expected_plan, kernel_has_kprobes
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 from tracer.kernel import KernelFeatures
-from tracer.scenarios import Proc
+from testbed.scenarios import Proc
 
 from .tracer_proc import Tracer, expected_plan
 

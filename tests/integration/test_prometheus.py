@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 
 from .service_proc import Service, free_port, poll
 

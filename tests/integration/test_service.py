@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 from tracer.rotate import NAME
 from tracer.tracefile import dumps
 

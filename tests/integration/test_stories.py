@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer import render, scenarios
+from testbed import scenarios
+from tracer import render
 
 from . import expect
 from .tracer_proc import Tracer

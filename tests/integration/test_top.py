@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
+from testbed.ready import wait_ready
 
 from .service_proc import CLI, free_port, metric, poll
 
@@ -34,6 +35,9 @@ class Pane:
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "top", "-x", "80", "-y", "24", cmd)
         self.tmux("set-option", "-t", "top", "remain-on-exit", "on")
         return self
+
+    def pid(self) -> int:
+        return int(self.tmux("list-panes", "-t", "top", "-F", "#{pane_pid}").strip())
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "top")
@@ -76,7 +80,7 @@ def test_top_shows_a_known_workload_and_quits_on_q(ns):
         *(["--plan", plan] if plan else []),
     ]
     with Pane(argv) as pane:
-        poll("top ready", lambda: ready.exists() or pane.dead(), timeout=120)
+        wait_ready(ready, pane.pid(), pane.dead, pane.screen, what="rsttrace top")
         assert pane.dead() is None, pane.screen()
         killed = [scenarios.unread_close(ns, unread=n) for n in (1000, 2000, 3000)]
         lived = [scenarios.unread_close(ns, unread=500, nosignal=True) for _ in range(2)]

@@ -12,7 +12,8 @@ import time
 import pytest
 
 import tracer
-from tracer import scenarios
+from testbed import scenarios
+from testbed.ready import wait_ready
 
 from .tracer_proc import Tracer
 
@@ -35,11 +36,7 @@ def start_record(path, ready, *args):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "rsttrace record not ready"
-        time.sleep(0.02)  # polling for readiness
+    wait_ready(ready, proc.pid, proc.poll, lambda: proc.stderr.read(), proc.kill, what="rsttrace record")
     return proc
 
 

@@ -40,7 +40,7 @@ import pytest
 # The expectations' bare asserts explain themselves (pytest rewrites them as in a test module).
 pytest.register_assert_rewrite("tests.integration.expect")
 
-from tracer import scenarios  # noqa: E402
+from testbed import scenarios  # noqa: E402
 
 from tests.vm.test_compare import differences  # noqa: E402
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
-from tracer.scenarios import Hosts, Netns, Proc, WorkloadError
+from testbed import scenarios
+from testbed.scenarios import Hosts, Netns, Proc, WorkloadError
 
 pytestmark = [
     pytest.mark.root,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -14,28 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+from testbed.ready import START_STALL, START_TIMEOUT, TIMEOUT_SCALE, cpu_seconds, wait_ready  # noqa: F401
+
 from . import incident_dump
 
-# Readiness and drain deadlines; an emulated VM compiles the BPF programs several times slower
-# (vagrant/guest-suite scales them).
-TIMEOUT_SCALE = float(os.environ.get("RSTTRACE_TEST_TIMEOUT_SCALE", "1"))
-# Start-up is counted in the tracer's own CPU time, not the wall clock's: compiling and loading
-# the BPF programs is CPU-bound (about 1 s of CPU here), and on a loaded machine the tracer gets
-# only its share of a CPU. With 8 busy processes on 2 CPUs it was ready after 6.5 s of wall time
-# for the same 1.06 s of CPU; next to other VMs at a load of 7-11 a wall-clock deadline was
-# missed. A CPU budget holds however busy the machine is (test_under_load.py runs with every
-# CPU busy); a tracer that is stuck, not starved, is caught by START_STALL: no CPU used at all
-# for that long (the scheduler gives a runnable task of equal priority some CPU every few ms).
-START_TIMEOUT = 30.0 * TIMEOUT_SCALE
-START_STALL = 30.0 * TIMEOUT_SCALE
+# Readiness (testbed/ready.py) and drain deadlines; an emulated VM compiles the BPF programs
+# several times slower (vagrant/guest-suite scales them).
 STOP_TIMEOUT = 30.0 * TIMEOUT_SCALE
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system, its reaped children's included) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def kernel_has_kprobes() -> bool:
@@ -92,32 +76,20 @@ class Tracer:
         self._reader.start()
         self._err_reader = threading.Thread(target=lambda: self._err.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
         self._err_reader.start()
-        began = last_progress = time.monotonic()
-        used = 0.0
-        while not self.ready.exists():
+
+        def kill() -> None:
+            self.proc.kill()
+            self.proc.wait()
+            self._err_reader.join(STOP_TIMEOUT)
+
+        def errors() -> str:
             if self.proc.poll() is not None:
                 self._err_reader.join(STOP_TIMEOUT)  # the reader holds what it printed
-                raise RuntimeError(f"rsttrace exited early ({self.proc.returncode}): {''.join(self._err)}")
-            now = time.monotonic()
-            with contextlib.suppress(OSError):  # it may exit between the poll and the read
-                cpu = cpu_seconds(self.proc.pid)
-                if cpu > used:
-                    used, last_progress = cpu, now
-            if used > START_TIMEOUT or now - last_progress > START_STALL:
-                self.proc.kill()
-                self.proc.wait()
-                self._err_reader.join(STOP_TIMEOUT)
-                why = (
-                    f"after {used:.1f}s of its own CPU time"
-                    if used > START_TIMEOUT
-                    else f"and used no CPU for {now - last_progress:.1f}s"
-                )
-                raise RuntimeError(
-                    f"rsttrace not ready {why} ({now - began:.1f}s since it started): {''.join(self._err)}"
-                )
-            time.sleep(0.02)  # polling for readiness, not waiting for an effect
+            return "".join(self._err)
+
+        took = wait_ready(self.ready, self.proc.pid, self.proc.poll, errors, kill)
         # How long start-up took, in wall and CPU time (test_under_load reports both).
-        Tracer.started.append((time.monotonic() - began, used))
+        Tracer.started.append(took)
         return self
 
     def _read(self) -> None:

@@ -2,7 +2,7 @@
 
 Under qemu TCG bcc's compile takes 100-170 s per tracer start, so the per-test tracers of
 tests/integration cost hours per kernel. Here ONE tracer (host-wide, filtered to a list of
-ports chosen for this session) is started for the module; the scenarios of tracer/scenarios.py
+ports chosen for this session) is started for the module; the scenarios of testbed/scenarios.py
 run one after another, each on its own port(s) and namespace(s); the tracer is stopped once and
 its incidents are split per scenario by port. Each scenario is then one test, held to the same
 assertions as the per-kind tests (tests/integration/expect.py, test_kinds.py, test_live.py):
@@ -36,7 +36,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.integration.expect")
 
-from tracer import scenarios  # noqa: E402
+from testbed import scenarios  # noqa: E402
 from tracer.kernel import KernelFeatures  # noqa: E402
 
 from tests.integration import expect, incident_dump  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import scenarios
+from testbed import scenarios
 
 HERE = Path(__file__).parent
 # Deadlines for what the programs do (start, answer, die); an emulated VM is several times slower.

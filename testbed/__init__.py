@@ -1,0 +1,1 @@
+"""Test beds: the scenarios, processes and readiness waits of tests/, bench/ and notebooks/."""
