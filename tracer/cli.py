@@ -502,7 +502,8 @@ _NO_TRACEFS = Path("/nonexistent/rsttrace-tracefs")
 @click.pass_context
 def doctor(ctx):
     """Say what this kernel offers and which attach plan rsttrace would use, and why."""
-    from .kernel import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, KernelFeatures, find_tracefs
+    from .hooks import HOOKS
+    from .kernel import KernelFeatures, find_tracefs
     from .probes import choose_plan
     from .terminal import Terminal
 
@@ -517,11 +518,12 @@ def doctor(ctx):
     feats = KernelFeatures.probe(btf, tracefs=tfs or _NO_TRACEFS)
     lines.append(f"kernel {feats.release}; BTF at {feats.btf_path}: struct offsets come from it")
     lines.append(f"tracefs: {tfs_text}")
-    for tp in REQUIRED_TRACEPOINTS + tuple(OPTIONAL_TRACEPOINTS) + ("sys_exit",):
-        n = feats.tracepoints.get(tp, -1)
-        lines.append(
-            f"  tracepoint {tp}: " + ("MISSING" if n == -1 else "present" if n is None else f"present, {n} args")
-        )
+    for h in HOOKS:  # one table: tracer/hooks.py
+        if not h.is_tracepoint:
+            continue
+        n = feats.tracepoints.get(h.name, -1)
+        have = "MISSING" if n == -1 else "present" if n is None else f"present, {n} args"
+        lines.append(f"  tracepoint {h.label}: {have} ({'required' if h.required else 'optional'}: {h.gives})")
     reasons = feats.rst_reasons()
     lines.append(
         f"reset reasons: {len(reasons)} from BTF enum sk_rst_reason"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import tpformat
+from .hooks import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, TRACEPOINTS  # noqa: F401 (re-exported)
 from .btf import FUNC, VMLINUX_BTF, Btf, BtfError
 from .errors import NoBtf, NoTracefs, NoTracepoint
 
@@ -82,35 +83,6 @@ OPTIONAL_FIELDS = (
 
 # Bits of enum sock_flags the C side tests (values differ between kernels).
 SOCK_FLAGS = ("SOCK_DEAD", "SOCK_DONE", "SOCK_LINGER")
-
-# Every tracepoint rsttrace may attach; their presence is read from BTF (btf_trace_*).
-TRACEPOINTS = (
-    "inet_sock_set_state",
-    "tcp_destroy_sock",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "inet_sk_error_report",
-    "sock_send_length",
-    "sock_recv_length",
-    "signal_generate",
-    "signal_deliver",
-    "sched_process_exit",
-    "sys_exit",
-)
-REQUIRED_TRACEPOINTS = (
-    "inet_sock_set_state",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "tcp_destroy_sock",
-    "signal_generate",
-    "sched_process_exit",
-)
-OPTIONAL_TRACEPOINTS = {
-    "inet_sk_error_report": "timeouts and error reports (kernel 5.14+)",
-    "sock_send_length": "the peer's send errors (kernel 6.3+)",
-    "sock_recv_length": "the peer's recv errors (kernel 6.3+)",
-    "signal_deliver": "SIGPIPE handled by a handler",
-}
 
 # The peer's errors before 6.3 come from raw_syscalls:sys_exit (hooks/sysexit.h): the file
 # table walk and the system call's registers. x86_64 only (system call numbers, pt_regs).

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import BpfLoadError, NoBcc, PlanUnavailable
 from . import cgroups
+from .hooks import HOOKS, KPROBES
 from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, scaffold_dir
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
@@ -99,13 +100,6 @@ def _try(name: str, fn) -> Trial:
         return Trial(name, False, msg)
 
 
-# kprobe hooks: (kernel function, BPF function in hooks/kprobe.h).
-KPROBES = (
-    ("tcp_close", "rst_kp_tcp_close"),
-    ("tcp_send_active_reset", "rst_kp_send_active_reset"),
-    ("tcp_v4_send_reset", "rst_kp_v4_send_reset"),
-    ("tcp_v6_send_reset", "rst_kp_v6_send_reset"),
-)
 PLANS = ("kprobe", "tracepoint")
 
 
@@ -129,20 +123,7 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
         plan.why = why_not
     else:
         plan.why = "the kernel allows kprobes"
-    tps = [
-        tp
-        for tp in (
-            "inet_sock_set_state",
-            "tcp_destroy_sock",
-            "tcp_send_reset",
-            "tcp_receive_reset",
-            "inet_sk_error_report",
-            "signal_generate",
-            "signal_deliver",
-            "sched_process_exit",
-        )
-        if feats.has(tp)
-    ]
+    tps = [h.name for h in HOOKS if h.is_tracepoint and not h.io and name in h.plans and feats.has(h.name)]
     io = feats.io_errors_from
     if io == "tracepoint":
         tps += ["sock_send_length", "sock_recv_length"]

@@ -6,20 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Where rsttrace's tracepoints live under events/ (tracefs groups them by subsystem).
-TRACEPOINT_GROUPS = {
-    "inet_sock_set_state": "sock",
-    "inet_sk_error_report": "sock",
-    "sock_send_length": "sock",
-    "sock_recv_length": "sock",
-    "tcp_destroy_sock": "tcp",
-    "tcp_send_reset": "tcp",
-    "tcp_receive_reset": "tcp",
-    "signal_generate": "signal",
-    "signal_deliver": "signal",
-    "sched_process_exit": "sched",
-    "sys_exit": "raw_syscalls",
-}
+from .hooks import TRACEPOINT_GROUPS  # where each lives under events/ (tracer/hooks.py)
 
 _FIELD = re.compile(
     r"^\s*field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"

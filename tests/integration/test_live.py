@@ -160,7 +160,7 @@ def test_doctor_explains_the_plan():
     auto = "kprobe" if kernel_has_kprobes() else "tracepoint"
     assert f"chosen plan: {auto} (" in r.stdout
     assert "trial kprobe:" in r.stdout and "trial fentry:" in r.stdout
-    assert "tracepoint tcp_send_reset: present" in r.stdout
+    assert "tracepoint tcp:tcp_send_reset: present" in r.stdout
 
 
 def demo_unknown_lines() -> int:
