@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.kernel import build_scaffold
+from tracer.build import build_scaffold
 from tracer.layout import layout
 from testbed.ready import NotReady, wait_ready
 from testbed.scenarios import Netns

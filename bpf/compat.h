@@ -2,7 +2,7 @@
 /*
  * Reading kernel structures without kernel headers.
  *
- * Every offset comes from the running kernel's BTF: tracer/kernel.py passes
+ * Every offset comes from the running kernel's BTF: tracer/build.py passes
  * -DOFF_<NAME>=<bytes> (and SHIFT_/MASK_ for small or bit fields) for each
  * name used here. Nothing in this file knows a kernel version; where kernels
  * differ, user space decides and passes a switch. Every switch the C reads,

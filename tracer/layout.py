@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .kernel import bpf_dir
+from .build import bpf_dir
 
 _CTYPES = {
     "__u8": ctypes.c_uint8,

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from .errors import BpfLoadError, NoBcc, PlanUnavailable
 from . import cgroups
 from .hooks import HOOKS, KPROBES
-from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures, bpf_dir, scaffold_dir
+from . import build
+from .build import bpf_dir, scaffold_dir
+from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
 _FENTRY_TRIAL = "KFUNC_PROBE(tcp_close) { return 0; }"
@@ -176,7 +178,7 @@ def choose_plan(feats: KernelFeatures, force: str | None = None, report_fentry: 
 
         trials.append(_try("fentry", fentry))
     plan = make_plan(feats, trials, force)
-    plan.cflags = feats.cflags(plan.name) + cgroups.cflags(feats.btf) + [f"-I{bpf_dir()}"]
+    plan.cflags = build.cflags(feats, plan.name) + cgroups.cflags(feats.btf) + [f"-I{bpf_dir()}"]
     return plan
 
 

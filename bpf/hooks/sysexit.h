@@ -12,7 +12,7 @@
  * and once they run out returns are missed with nothing in our counters.
  *
  * x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl);
- * tracer/kernel.py compiles this only on x86_64.
+ * tracer/build.py compiles this only on x86_64.
  */
 
 #define RST_NR_READ	0

@@ -98,7 +98,7 @@ def test_kprobe_plan_compiles_and_passes_the_verifier_here():
     against this kernel's BTF offsets and load; the VM suite attaches them for real."""
     import bcc
 
-    from tracer.kernel import bpf_dir
+    from tracer.build import bpf_dir, cflags
     from tracer.probes import Trial, _scaffold_env, make_plan
 
     feats = KernelFeatures.probe()
@@ -107,7 +107,7 @@ def test_kprobe_plan_compiles_and_passes_the_verifier_here():
     assert plan.name == "kprobe"
     b = bcc.BPF(
         src_file=str(bpf_dir() / "rsttrace.bpf.c"),
-        cflags=feats.cflags(plan.name) + [f"-I{bpf_dir()}", "-DRST_USE_RINGBUF"],
+        cflags=cflags(feats, plan.name) + [f"-I{bpf_dir()}", "-DRST_USE_RINGBUF"],
     )
     try:
         for fn in ("rst_kp_tcp_close", "rst_kp_send_active_reset"):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracer import cgroups, kernel
+from tracer import build as kernel  # the tables the build passes
+from tracer import cgroups
 from tracer.correlate import Correlator
 from tracer.events import KINDS
 
@@ -25,7 +26,7 @@ def test_every_offset_the_bpf_code_reads_is_one_the_build_passes():
         passed |= {f"OFF_{m}", f"SHIFT_{m}", f"MASK_{m}"}
     passed |= {"OFF_REGS_ORIG_AX", "OFF_REGS_CS"}  # KernelFeatures._context_defs
     passed |= {f"OFF_{m}" for m, _s, _p in cgroups.CGROUP_OFFSETS} | {"OFF_KERNFS_NODE_PARENT"}  # cgroups.cflags
-    assert used - passed == set(), "read in bpf/ but never passed by tracer/kernel.py"
+    assert used - passed == set(), "read in bpf/ but never passed by tracer/build.py"
 
 
 def switches_used() -> set[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import tpformat
+from tracer import build, tpformat
 from tracer.errors import PlanUnavailable
 from tracer.events import Decoder
 from tracer.kernel import KernelFeatures
@@ -70,7 +70,7 @@ def test_tracepoint_plan_switches_and_hooks(version):
     reason, io_tp, err_report, nosk = FACTS[version]
     plan = make_plan(f, KPROBE_REFUSED)
     assert plan.name == "tracepoint" and plan.why == "the kernel refused the kprobe trial"
-    sw = f.switches("tracepoint")
+    sw = build.switches(f, "tracepoint")
     assert ("-DRST_HAVE_REASON" in sw) is reason
     assert ("-DRST_HAVE_IO_TP" in sw) is io_tp
     assert ("-DRST_SYSEXIT_IO" in sw) is (not io_tp)
@@ -91,7 +91,7 @@ def test_kprobe_plan_argument_positions_from_prototypes(version):
     reason, _io, _err, nosk = FACTS[version]
     plan = make_plan(f, KPROBE_OK)
     assert plan.name == "kprobe"
-    sw = f.switches("kprobe")
+    sw = build.switches(f, "kprobe")
     # from_tree() has no BTF: the argument position stands in for the pt_regs offset.
     assert "-DRST_PLAN_KPROBE" in sw and "-DRST_KP_CLOSE_SK_OFF=0" in sw and "-DRST_KP_AR_SK_OFF=0" in sw
     reason_pos = {"6.12": 1, "6.18": 2}.get(version)
@@ -146,7 +146,7 @@ def test_other_architectures_keep_tracepoints():
     f = KernelFeatures.from_tree("6.1", FORMATS / "6.1", functions("6.1"), arch="aarch64")
     assert make_plan(f, KPROBE_OK).why == "no kprobe argument registers known for aarch64"
     assert f.io_errors_from is None
-    assert "-DRST_SYSEXIT_IO" not in f.switches()
+    assert "-DRST_SYSEXIT_IO" not in build.switches(f)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -192,13 +192,11 @@ def test_derived_layout_reproduces_captured_files():
 
 def test_scaffold_built_once_per_content_and_nothing_left_in_tmp(tmp_path, monkeypatch):
     """Every start used to leave a copy of the scaffold in /tmp."""
-    import tracer.kernel as kernel
-
-    monkeypatch.setattr(kernel, "CACHE_DIR", tmp_path / "cache")
-    first = kernel.scaffold_dir("6.18.4-test")
+    monkeypatch.setattr(build, "CACHE_DIR", tmp_path / "cache")
+    first = build.scaffold_dir("6.18.4-test")
     assert first.parent == tmp_path / "cache" and (first / ".complete").is_file()
     assert "LINUX_VERSION_CODE 397828" in (first / "include" / "linux" / "version.h").read_text()
-    assert kernel.scaffold_dir("6.18.4-test") == first
-    other = kernel.scaffold_dir("6.1.0-50-amd64")
+    assert build.scaffold_dir("6.18.4-test") == first
+    other = build.scaffold_dir("6.1.0-50-amd64")
     assert other != first
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, other.name])

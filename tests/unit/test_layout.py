@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tracer.kernel import bpf_dir
+from tracer.build import bpf_dir
 from tracer.layout import LayoutError, layout, parse_header
 
 

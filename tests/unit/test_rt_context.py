@@ -20,7 +20,8 @@ from tracer import tracefile
 from tracer.btf import BtfError, Member
 from tracer.correlate import Correlator
 from tracer.events import Event
-from tracer.kernel import FIELDS, OFFSETS, OPTIONAL_FIELDS, SOCK_FLAGS, KernelFeatures
+from tracer.build import FIELDS, OFFSETS, OPTIONAL_FIELDS, SOCK_FLAGS, cflags
+from tracer.kernel import KernelFeatures
 
 DATA = Path(__file__).parent.parent / "data"
 RT_TRACE = DATA / "rt" / "unread_default_6.12-rt.jsonl"
@@ -28,7 +29,7 @@ BPF_C = Path(__file__).parent.parent.parent / "bpf" / "rsttrace.bpf.c"
 
 
 class FakeBtf:
-    """Just enough of tracer.btf.Btf for KernelFeatures.cflags(): every member the tables name
+    """Just enough of tracer.btf.Btf for build.cflags(): every member the tables name
     exists at a distinct offset; task_struct.softirq_disable_cnt only on the RT kernel."""
 
     def __init__(self, rt: bool) -> None:
@@ -69,7 +70,7 @@ def features(rt: bool) -> KernelFeatures:
 
 
 def test_rt_kernel_compiles_the_softirq_count_check():
-    flags = features(rt=True).cflags()
+    flags = cflags(features(rt=True))
     assert "-DRST_HAVE_TASK_SOFTIRQ_CNT=1" in flags
     off = [f for f in flags if f.startswith("-DOFF_TASK_SOFTIRQ_CNT=")]
     assert len(off) == 1
@@ -79,7 +80,7 @@ def test_rt_kernel_compiles_the_softirq_count_check():
 
 
 def test_other_kernels_do_not():
-    flags = features(rt=False).cflags()
+    flags = cflags(features(rt=False))
     assert not [f for f in flags if "SOFTIRQ" in f]
     assert "IRQ stack" in features(rt=False).context_method()
 
