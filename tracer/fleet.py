@@ -463,7 +463,7 @@ def merge_duckdb(ds: Dataset, tolerance_ns: int) -> dict:
             con.execute("DELETE FROM _cand WHERE i IN (SELECT i FROM _pick) OR j IN (SELECT j FROM _pick)")
         out = []
         for c in cols:
-            if c in ("rec", "seq", "id"):
+            if c in ("rec", "seq", "id", "wall_ns"):
                 continue
             if c == "date":
                 out.append("s.date")
@@ -509,3 +509,64 @@ def merge_duckdb(ds: Dataset, tolerance_ns: int) -> dict:
         "unmatched_senders": n_s - n_m,
         "unmatched_receivers": n_r - n_m,
     }
+
+
+def merged_rows(ds: Dataset, batch: int = 4096):
+    """The merged incidents as flat rows, by id, a batch at a time (never all in memory)."""
+    with ds.errors():
+        cur = ds.con.execute("SELECT * EXCLUDE (time, close_time, reset_time) FROM merged ORDER BY id")
+        names = [d[0] for d in cur.description]
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            for r in rows:
+                yield dict(zip(names, r))
+
+
+def row_json(row: dict) -> str:
+    return json.dumps(row, default=str, separators=(",", ":"))
+
+
+def check_merged_output(root: Path, path: Path) -> None:
+    from .config import check_output
+
+    check_output(path, [])
+    if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root)):
+        raise BadTrace(f"cannot write {path}: it is inside the dataset {root} (the dataset is an input)")
+
+
+def write_merged(ds: Dataset, path: Path) -> None:
+    """The merged incidents as one Parquet table at path, written under a temporary name and
+    renamed into place (nothing in the dataset is touched)."""
+    from .errors import OutputFailed
+    from .tracefile import open_output
+
+    path = Path(path)
+    check_merged_output(ds.root, path)
+    target = open_output(path, 0o600)
+    target.file.close()
+    try:
+        with ds.errors():
+            ds.con.execute(f"COPY (SELECT * FROM merged ORDER BY id) TO {_sql_str(str(target.tmp))} (FORMAT parquet)")
+        os.chmod(target.tmp, 0o600)
+        os.replace(target.tmp, path)
+    except OSError as e:
+        target.discard()
+        raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
+    except BaseException:
+        target.discard()
+        raise
+
+
+def open_table(root, table: str = "incidents", *, engine: str = "duckdb", tolerance: float = 2.0, threads=None):
+    """tracer.dataset(): one table of the dataset at root, lazily, as a DuckDB relation (its
+    connection lives as long as the relation). `merged` runs the cross-host join first."""
+    if table not in (*TABLES, "merged"):
+        raise ValueError(f"table must be one of {', '.join((*TABLES, 'merged'))}, not {table!r}")
+    if engine != "duckdb":
+        raise ValueError(f"engine must be duckdb, not {engine!r}")
+    ds = Dataset(Path(root), threads=threads)
+    if table == "merged":
+        merge_duckdb(ds, int(tolerance * 1e9))
+    return ds.relation(table)

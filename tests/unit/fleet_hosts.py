@@ -11,7 +11,9 @@ from tracer.correlate import Correlator
 from tracer.events import Event
 
 DATA = Path(__file__).parent.parent / "data" / "v1"
-WALL = (1_763_683_200 - 560) * 10**9  # wall minus monotonic clock of a host without clock error: the runs cross midnight UTC
+WALL = (
+    1_763_683_200 - 560
+) * 10**9  # wall minus monotonic clock of a host without clock error: the runs cross midnight UTC
 # host: (monotonic clock shift, wall-clock error): the boots differ, the clocks are off by up to 2 s.
 HOSTS = {
     "alpha": (0, 0),
