@@ -7,6 +7,7 @@ a traceback (RSTTRACE_DEBUG=1 or --debug shows it for an unexpected error).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -341,14 +342,38 @@ _STRICT = click.option(
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(0, None), help="Show the last N incidents (0: all)."
 )
+@click.option(
+    "--tolerance",
+    default=2.0,
+    show_default=True,
+    type=FiniteFloat(0, 3600),
+    help="Of a dataset folder: seconds the hosts' clocks may differ by when joining them (as merge).",
+)
 @_STRICT
 @click.pass_context
-def report(ctx, files, as_json, limit, strict):
-    """Incidents and summary of recorded traces (JSON Lines or exported Parquet); no root needed."""
+def report(ctx, files, as_json, limit, tolerance, strict):
+    """Incidents and summary of recorded traces (JSON Lines, exported Parquet, or a fleet dataset,
+    merged across hosts); no root needed."""
     from . import frame, report as rep
     from .terminal import Terminal
 
     term = Terminal(ctx.obj.get("wide", False))
+    from .fleet import MARKER
+
+    if len(files) == 1 and (files[0] / MARKER).exists():
+        from . import fleet
+
+        ds = fleet.Dataset(files[0])
+        summary = fleet.summarize(ds, int(tolerance * 1e9))
+        for w in summary["warnings"]:
+            term.warning(w)
+        if as_json:
+            rows = ",".join(fleet.row_json(r) for r in fleet.last_rows(ds, 0))
+            term.data(json.dumps(summary)[:-1] + ',"incidents_list":[' + rows + "]}")
+            term.flush()
+            return
+        term.lines(rep.text(summary, fleet.last_rows(ds, limit)))
+        return
     trace = frame.load(list(files), event_columns=["kind"], strict=strict)
     for w in trace.warnings:
         term.warning(w)

@@ -570,3 +570,103 @@ def open_table(root, table: str = "incidents", *, engine: str = "duckdb", tolera
     if table == "merged":
         merge_duckdb(ds, int(tolerance * 1e9))
     return ds.relation(table)
+
+
+# -- report: the aggregations as queries --------------------------------------------------------
+
+
+def summarize(ds: Dataset, tolerance_ns: int) -> dict:
+    """What tracer.report.summarize says of a merged trace, computed by DuckDB over the dataset's
+    merged incidents (merge_duckdb) and events: the same keys and numbers."""
+    from collections import Counter
+
+    from .report import NO_SIGPIPE, NO_VICTIM, _clock
+
+    merge_duckdb(ds, tolerance_ns)
+    q = ds.con.execute
+
+    def counts(sql: str, params=()) -> dict:
+        return {str(k): int(n) for k, n in q(sql, list(params)).fetchall() if n}
+
+    with ds.errors():
+        cols = {r[0] for r in q("DESCRIBE merged").fetchall()}
+        fate = "CASE WHEN victim_addr IS NULL THEN ? ELSE coalesce(victim_sigpipe, ?) END"
+        sources = q("SELECT label, host, kernel, file, summaries, warnings FROM recordings ORDER BY ord").fetchall()
+        n_inc, first, last, nbytes, cross = q(
+            "SELECT count(*), min(wall_ns), max(wall_ns), coalesce(sum(bytes_discarded), 0), count(clock_skew_ns) "
+            "FROM merged"
+        ).fetchone()
+        by_culprit = [
+            {"comm": c, "incidents": int(n), "bytes_discarded": int(b), "pids": int(p)}
+            for c, n, b, p in q(
+                "SELECT coalesce(culprit_comm, '?') AS c, count(*), coalesce(sum(bytes_discarded), 0) AS b, "
+                "count(DISTINCT culprit_pid) FROM merged GROUP BY c ORDER BY b DESC, count(*) DESC, c"
+            ).fetchall()
+        ]
+        fates: dict[str, dict] = {}
+        for c, f, n in q(
+            f"SELECT coalesce(victim_comm, '?') AS c, {fate} AS f, count(*) AS n FROM merged "
+            "WHERE victim_addr IS NOT NULL GROUP BY c, f ORDER BY n DESC, f",
+            [NO_VICTIM, NO_SIGPIPE],
+        ).fetchall():
+            fates.setdefault(c, {})[f] = int(n)
+        by_victim = [
+            {"comm": c, "incidents": int(n), "pids": int(p), "fates": fates[c]}
+            for c, n, p in q(
+                "SELECT coalesce(victim_comm, '?') AS c, count(*), count(DISTINCT victim_pid) FROM merged "
+                "WHERE victim_addr IS NOT NULL GROUP BY c ORDER BY count(*) DESC, c"
+            ).fetchall()
+        ]
+        ages = q(
+            "SELECT count(*), min(a), list_sort(list(a))[count(*) // 2 + 1], max(a) FROM "
+            "(SELECT close_wait_age_ns AS a FROM merged WHERE close_wait_age_ns IS NOT NULL)"
+        ).fetchone()
+        summary = {
+            "files": [str(ds.root)],
+            "sources": [{"label": s[0], "host": s[1], "kernel": s[2], "file": s[3]} for s in sources],
+            "events": int(q("SELECT count(*) FROM events").fetchone()[0]),
+            "events_by_kind": counts("SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY n DESC, kind"),
+            "incidents": int(n_inc),
+            "first_incident": _clock(first) if n_inc else None,
+            "last_incident": _clock(last) if n_inc else None,
+            "by_kind": counts("SELECT kind, count(*) AS n FROM merged GROUP BY kind ORDER BY n DESC, kind"),
+            "by_impact": counts(
+                "SELECT impact, count(*) AS n FROM merged WHERE impact IS NOT NULL GROUP BY impact "
+                "ORDER BY n DESC, impact"
+            )
+            if "impact" in cols
+            else {},
+            "by_culprit": by_culprit,
+            "by_victim": by_victim,
+            "bytes_discarded": int(nbytes),
+            "signal_fates": counts(
+                f"SELECT {fate} AS f, count(*) AS n FROM merged GROUP BY f ORDER BY n DESC, f", [NO_VICTIM, NO_SIGPIPE]
+            ),
+            "close_wait_ages_ns": {"count": int(ages[0]), "min": ages[1], "median": ages[2], "max": ages[3]}
+            if ages[0]
+            else None,
+            "cross_host": int(cross),
+        }
+    stats: Counter = Counter()
+    warnings: list[str] = []
+    for s in sources:  # one row per recording, not per incident
+        for summ in json.loads(s[4] or "[]"):
+            for k, v in ((summ.get("stats") or {}) if isinstance(summ, dict) else {}).items():
+                if isinstance(v, int):
+                    stats[k] += v
+        warnings += json.loads(s[5] or "[]")
+    summary["recorder"] = dict(stats)
+    summary["warnings"] = warnings
+    return summary
+
+
+def last_rows(ds: Dataset, limit: int) -> list[dict]:
+    """The last `limit` merged incidents by time (0: all), as flat rows for tracer.report.text."""
+    lim = f"LIMIT {int(limit)}" if limit else ""
+    with ds.errors():
+        cur = ds.con.execute(
+            "SELECT * EXCLUDE (time, close_time, reset_time) FROM "
+            f"(SELECT * FROM merged ORDER BY wall_ns DESC, src DESC, id DESC {lim}) ORDER BY wall_ns, src, id"
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]

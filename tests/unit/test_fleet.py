@@ -273,3 +273,26 @@ def test_host_names_are_percent_encoded_in_partitions(tmp_path):
     assert d == "host=web%201%2F..%2Fx%3Dy%25"
     assert tracer.dataset(root).aggregate("any_value(host), count(*)").fetchall()[0] == (HOSTS_ODD, 1)
     assert pd.read_parquet(root / "incidents")["host"].astype(str).tolist() == [HOSTS_ODD]
+
+
+@pytest.mark.parametrize("tolerance", [2.0, 4.0])
+def test_report_on_duckdb_says_what_report_of_the_merged_trace_says(tmp_path, tolerance):
+    paths, root = export(tmp_path)
+    m = tmp_path / "merged.jsonl"
+    assert rsttrace("merge", *[paths[h] for h in ORDER], "--tolerance", tolerance, "-o", m).returncode == 0
+    for extra in ([], ["--limit", "2"], ["--limit", "0"]):
+        want = rsttrace("report", m, "--tolerance", tolerance, *extra)
+        got = rsttrace("report", root, "--tolerance", tolerance, *extra)
+        assert got.returncode == want.returncode == 0, got.stderr
+        assert got.stdout == want.stdout and got.stderr == want.stderr == ""
+    want = json.loads(rsttrace("report", m, "--json").stdout)
+    got = json.loads(rsttrace("report", root, "--json", "--tolerance", tolerance).stdout)
+    assert len(got.pop("incidents_list")) == len(want.pop("incidents_list")) == len(EXPECTED[tolerance])
+    assert got["files"] == [str(root)] and want["files"] == [str(m)]
+    assert [s["file"] for s in got.pop("sources")] == [str(paths[h]) for h in ORDER]
+    want.pop("sources"), got.pop("files"), want.pop("files")
+    assert got == want
+    joined = sum(1 for e in EXPECTED[tolerance] if e[4] is not None)
+    assert got["cross_host"] == joined and got["events"] == 47 and got["incidents"] == len(EXPECTED[tolerance])
+    assert got["bytes_discarded"] == 1000 * sum(1 for e in EXPECTED[tolerance] if e[0] is not None)
+    assert got["recorder"] == {"lost": 0, "emitted": 47}
