@@ -6,3 +6,11 @@ def load(what, **kw):
     from .frame import load as _load  # pandas only when asked for
 
     return _load(what, **kw)
+
+
+def dataset(root, table: str = "incidents", *, engine: str = "duckdb", tolerance: float = 2.0, **kw):
+    """A fleet dataset's table (events, incidents, recordings, or merged: the incidents joined
+    across hosts) as a DuckDB relation: see tracer.fleet.open_table."""
+    from .fleet import open_table
+
+    return open_table(root, table, engine=engine, tolerance=tolerance, **kw)

@@ -7,6 +7,7 @@ a traceback (RSTTRACE_DEBUG=1 or --debug shows it for an unexpected error).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -341,14 +342,38 @@ _STRICT = click.option(
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(0, None), help="Show the last N incidents (0: all)."
 )
+@click.option(
+    "--tolerance",
+    default=2.0,
+    show_default=True,
+    type=FiniteFloat(0, 3600),
+    help="Of a dataset folder: seconds the hosts' clocks may differ by when joining them (as merge).",
+)
 @_STRICT
 @click.pass_context
-def report(ctx, files, as_json, limit, strict):
-    """Incidents and summary of recorded traces (JSON Lines or exported Parquet); no root needed."""
+def report(ctx, files, as_json, limit, tolerance, strict):
+    """Incidents and summary of recorded traces (JSON Lines, exported Parquet, or a fleet dataset,
+    merged across hosts); no root needed."""
     from . import frame, report as rep
     from .terminal import Terminal
 
     term = Terminal(ctx.obj.get("wide", False))
+    from .fleet import MARKER
+
+    if len(files) == 1 and (files[0] / MARKER).exists():
+        from . import fleet
+
+        ds = fleet.Dataset(files[0])
+        summary = fleet.summarize(ds, int(tolerance * 1e9))
+        for w in summary["warnings"]:
+            term.warning(w)
+        if as_json:
+            rows = ",".join(fleet.row_json(r) for r in fleet.last_rows(ds, 0))
+            term.data(json.dumps(summary)[:-1] + ',"incidents_list":[' + rows + "]}")
+            term.flush()
+            return
+        term.lines(rep.text(summary, fleet.last_rows(ds, limit)))
+        return
     trace = frame.load(list(files), event_columns=["kind"], strict=strict)
     for w in trace.warnings:
         term.warning(w)
@@ -371,14 +396,34 @@ def report(ctx, files, as_json, limit, strict):
     type=click.Path(path_type=Path),
     help="Write PREFIX.events.FMT and PREFIX.incidents.FMT (default: next to the first file).",
 )
+@click.option(
+    "--dataset",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Append the traces to the fleet dataset DIR (Hive-partitioned Parquet, host=/date=; created if new).",
+)
 @_STRICT
 @click.pass_context
-def export(ctx, files, fmt, prefix, strict):
+def export(ctx, files, fmt, prefix, dataset, strict):
     """Export traces as typed tables: one for events, one for incidents (created 0600)."""
     from . import frame
     from .terminal import Terminal
 
     term = Terminal(ctx.obj.get("wide", False))
+    if dataset is not None:
+        if prefix is not None or fmt != "parquet":
+            raise click.UsageError("--dataset writes Parquet into DIR: no -o or --to with it")
+        from . import fleet as dset
+
+        for done in dset.export(list(files), dataset, strict=strict):
+            for w in done.warnings:
+                term.warning(w)
+            term.lines(
+                [
+                    f"{done.file}: host {done.host or '?'}, recording {done.rec}: {done.events} event(s), "
+                    f"{done.incidents} incident(s), {', '.join(done.days) or 'no days'} -> {dataset}"
+                ]
+            )
+        return
     trace = frame.load(list(files), strict=strict)
     for w in trace.warnings:
         term.warning(w)
@@ -392,13 +437,23 @@ def export(ctx, files, fmt, prefix, strict):
     term.lines(str(path) for path in frame.export(trace, prefix, fmt))
 
 
+_ENGINE = click.option(
+    "--engine",
+    type=click.Choice(["duckdb"]),
+    default="duckdb",
+    show_default=True,
+    help="What runs the queries on a dataset folder.",
+)
+
+
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the merged trace (events of all inputs, joined incidents) to FILE (created 0600).",
+    help="Write the merged trace (events of all inputs, joined incidents) to FILE (created 0600); "
+    "of a dataset: the merged incidents as one Parquet table.",
 )
 @click.option(
     "--tolerance",
@@ -408,15 +463,20 @@ def export(ctx, files, fmt, prefix, strict):
     help="Seconds the hosts' clocks may differ by (plus the RST's flight time).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
+@_ENGINE
 @_STRICT
 @click.pass_context
-def merge(ctx, files, output, tolerance, as_json, strict):
-    """Join traces from several hosts: each RST sent on one with its victim on another."""
+def merge(ctx, files, output, tolerance, as_json, engine, strict):
+    """Join traces from several hosts (or a dataset folder): each RST sent on one with its victim on another."""
     from . import merge as mg, report as rep
     from .frame import flatten_incident
     from .terminal import Terminal
 
     term = Terminal(ctx.obj.get("wide", False))
+    if any(f.is_dir() for f in files):
+        if len(files) != 1:
+            raise click.UsageError("merge takes one dataset folder, or trace files")
+        return _merge_dataset(term, files[0], output, int(tolerance * 1e9), tolerance, as_json, engine)
     if len(files) < 2:
         raise click.UsageError("merge needs at least two traces")
     if output is not None:
@@ -440,12 +500,32 @@ def merge(ctx, files, output, tolerance, as_json, strict):
         row["wall_ns"] = inc["timestamps"]["first_ns"] + sources[inc["src"]]["wall_offset_ns"]
         term.lines([rep.incident_line(row)])
     term.flush()
+    _merge_note(term, stats, tolerance)
+
+
+def _merge_note(term, stats: dict, tolerance: float) -> None:
     term.note(
         f"merged {stats['recordings']} recording(s): {stats['incidents']} incident(s), "
         f"{stats['cross_host']} joined across hosts (tolerance {tolerance:g} s); unmatched: "
         f"{stats['unmatched_senders']} sender(s) without victim, "
         f"{stats['unmatched_receivers']} victim(s) without sender"
     )
+
+
+def _merge_dataset(term, root: Path, output, tolerance_ns: int, tolerance: float, as_json: bool, engine: str) -> None:
+    """`rsttrace merge DIR`: the same incidents and lines as `merge A B ...`, joined by the engine."""
+    from . import fleet as dset, report as rep
+
+    if output is not None:
+        dset.check_merged_output(root, output)
+    ds = dset.Dataset(root)
+    stats = dset.merge_duckdb(ds, tolerance_ns)
+    if output is not None:
+        dset.write_merged(ds, output)
+    for row in dset.merged_rows(ds):
+        term.lines([dset.row_json(row) if as_json else rep.incident_line(row)])
+    term.flush()
+    _merge_note(term, stats, tolerance)
 
 
 def _find_compiler() -> str:
