@@ -475,7 +475,8 @@ def merge(ctx, files, output, tolerance, as_json, engine, strict):
     term = Terminal(ctx.obj.get("wide", False))
     if any(f.is_dir() for f in files):
         if len(files) != 1:
-            raise click.UsageError("merge takes one dataset folder, or trace files")
+            folder = next(f for f in files if f.is_dir())
+            raise click.UsageError(f"{folder} is a directory: merge takes one dataset folder, or trace files")
         return _merge_dataset(term, files[0], output, int(tolerance * 1e9), tolerance, as_json, engine)
     if len(files) < 2:
         raise click.UsageError("merge needs at least two traces")
