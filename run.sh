@@ -70,12 +70,14 @@ case "$job" in
 			.venv/bin/python -m pytest -ra "$@" || rc=1
 		if [ "${RSTTRACE_VM:-1}" != 0 ]; then
 			# Under emulation a test takes 10-20 s: the VM runs the kernel-bound tests (the
-			# kprobe plan also the real-software corpus), not the kernel-independent ones
-			# (readers, service, metrics, containers, load), which the host suite ran.
+			# kprobe plan also the real-software corpus, and the service under the guest's
+			# systemd, which this host lacks), not the kernel-independent ones (readers,
+			# metrics, containers, load), which the host suite ran.
 			if [ $# -eq 0 ]; then
 				k=tests/integration
 				set -- -m root $k/test_live.py $k/test_plans.py $k/test_kinds.py $k/test_stories.py \
-					$k/test_traces.py $k/test_workloads.py $k/test_corpus.py
+					$k/test_traces.py $k/test_workloads.py $k/test_corpus.py \
+					$k/test_service.py::test_service_under_systemd
 				export RSTTRACE_VM_TRACEPOINT_ARGS="${RSTTRACE_VM_TRACEPOINT_ARGS:--m root $k/test_live.py \
 					$k/test_plans.py $k/test_kinds.py $k/test_stories.py}"
 			fi

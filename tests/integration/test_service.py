@@ -122,7 +122,7 @@ def test_service_rotates_caps_reopens_and_stops_cleanly(ns):
 
 
 @pytest.mark.skipif(systemd_reason() is not None, reason=str(systemd_reason()))
-def test_service_under_systemd(ns, tmp_path):  # pragma: no cover - needs systemd as PID 1
+def test_service_under_systemd(ns):  # pragma: no cover - needs systemd as PID 1
     """The shipped unit's sandbox and capabilities, applied by systemd-run to a test instance
     (its own directory, port and namespace filter): it traces, rotates, reopens on
     `systemctl kill -s HUP`, and `systemctl stop` leaves whole files and the summary."""
@@ -148,10 +148,14 @@ def test_service_under_systemd(ns, tmp_path):  # pragma: no cover - needs system
         for line in UNIT.read_text().splitlines()
         if "=" in line and not line.startswith("#") and line.split("=")[0] in keep
     ]
-    d = tmp_path / "traces"
+    # Not under /tmp: the unit has its own (PrivateTmp=yes), as a real service's would be.
+    work = Path(f"/var/lib/rsttrace-test-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700, parents=True)
+    d = work / "traces"
     unit = f"rsttrace-test-{os.getpid()}"
     port = free_port()
-    ready = tmp_path / "ready"
+    ready = work / "ready"
     repo = Path(__file__).resolve().parents[2]
     subprocess.run(
         [
@@ -160,7 +164,7 @@ def test_service_under_systemd(ns, tmp_path):  # pragma: no cover - needs system
             unit,
             "--collect",
             "-p",
-            f"ReadWritePaths={tmp_path} /var/cache/rsttrace",
+            f"ReadWritePaths={work} -/var/cache/rsttrace",
             *[x for p in props for x in ("-p", p)],
             "-E",
             f"PYTHONPATH={repo}",
@@ -197,9 +201,12 @@ def test_service_under_systemd(ns, tmp_path):  # pragma: no cover - needs system
         poll("a new file after SIGHUP", lambda: seq(trace_files(d)[-1]) > seq(before[-1]))
     finally:
         subprocess.run(["systemctl", "stop", unit], capture_output=True)
-    files = trace_files(d)
-    check_rotation(files)
-    last = records(files[-1])[-1]
+    try:
+        files = trace_files(d)
+        check_rotation(files)
+        last = records(files[-1])[-1]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     assert last["type"] == "summary" and last["incidents"] == 6, last
     journal = subprocess.run(["journalctl", "-u", unit, "-o", "cat"], capture_output=True, text=True).stdout
     assert "rsttrace service: stopped; 6 incident(s)" in journal, journal
