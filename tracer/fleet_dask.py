@@ -299,13 +299,15 @@ def _tag(df, recs: dict, victim_cols: list[str]):
     """Each incident with its recording's place (_src), clock offset (_off) and label, its key _k,
     which half it is, and the wall-clock times the join compares."""
     import pandas as pd
+    import pyarrow as pa
 
     df = df.copy()
     info = [recs[r] for r in df["rec"].astype(object)]
     df["_src"] = pd.Series([x[0] for x in info], index=df.index, dtype="int64")
     df["_off"] = pd.Series([x[1] for x in info], index=df.index, dtype="int64")
     df["_label"] = pd.Series([x[2] for x in info], index=df.index, dtype=df["rec"].dtype)
-    df["_k"] = df["_src"] * (1 << SEQ_BITS) + df["seq"].to_numpy(dtype="int64")
+    i64 = pd.ArrowDtype(pa.int64())  # keys and times stay integers through joins that leave nulls
+    df["_k"] = (df["_src"] * (1 << SEQ_BITS) + df["seq"].to_numpy(dtype="int64")).astype(i64)
     victim = pd.Series(False, index=df.index)
     for c in victim_cols:
         victim = victim | df[c].notna().to_numpy()
@@ -313,8 +315,8 @@ def _tag(df, recs: dict, victim_cols: list[str]):
     df["_receiver"] = victim & df["culprit_pid"].isna().to_numpy() & df["reset_ns"].isna().to_numpy()
     # The sender's close or RST (else its first event); the receiver's first event: wall clock.
     t = df[["close_ns", "reset_ns"]].min(axis=1, skipna=True).fillna(df["first_ns"])
-    df["_t"] = t.to_numpy(dtype="int64") + df["_off"]
-    df["_tr"] = df["first_ns"].to_numpy(dtype="int64") + df["_off"]
+    df["_t"] = (t.to_numpy(dtype="int64") + df["_off"]).astype(i64)
+    df["_tr"] = (df["first_ns"].to_numpy(dtype="int64") + df["_off"]).astype(i64)
     for c in KEYS:  # null-safe keys (IS NOT DISTINCT FROM): a null joins a null
         df["_" + c] = df[c].astype(object).where(df[c].notna(), None).map(lambda x: "\0" if x is None else str(x))
     return df
@@ -326,8 +328,7 @@ def _pairs(m, tolerance_ns: int):
     import pandas as pd
 
     m = m[(m["_src_s"] != m["_src_r"]).to_numpy(dtype=bool)]
-    skew = (m["_tr"] - m["_t"]).astype("int64")
-    out = pd.DataFrame({"i": m["_k_s"].astype("int64"), "j": m["_k_r"].astype("int64"), "skew": skew})
+    out = pd.DataFrame({"i": m["_k_s"], "j": m["_k_r"], "skew": m["_tr"] - m["_t"]})
     out["a"] = out["skew"].abs()
     return out[out["a"] <= tolerance_ns]
 
