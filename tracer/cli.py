@@ -331,6 +331,27 @@ def record(file, quiet, **opts):
     _trace_live(file, quiet, **opts)
 
 
+_ENGINE = click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "dask"]),
+    default="duckdb",
+    show_default=True,
+    help="What runs the queries on a dataset folder: DuckDB in this process, or Dask (a local "
+    "cluster of 2 worker processes, or --scheduler's).",
+)
+_SCHEDULER = click.option(
+    "--scheduler",
+    metavar="ADDR",
+    help="With --engine dask: the Dask scheduler of an existing cluster (tcp://HOST:PORT), whose "
+    "workers have rsttrace installed and see the dataset at the same path.",
+)
+
+
+def _check_engine(engine: str, scheduler: str | None) -> None:
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler is for --engine dask")
+
+
 _STRICT = click.option(
     "--strict", is_flag=True, help="Stop at the first bad line or file (default: skip it with a warning)."
 )
@@ -349,9 +370,11 @@ _STRICT = click.option(
     type=FiniteFloat(0, 3600),
     help="Of a dataset folder: seconds the hosts' clocks may differ by when joining them (as merge).",
 )
+@_ENGINE
+@_SCHEDULER
 @_STRICT
 @click.pass_context
-def report(ctx, files, as_json, limit, tolerance, strict):
+def report(ctx, files, as_json, limit, tolerance, engine, scheduler, strict):
     """Incidents and summary of recorded traces (JSON Lines, exported Parquet, or a fleet dataset,
     merged across hosts); no root needed."""
     from . import frame, report as rep
@@ -360,6 +383,22 @@ def report(ctx, files, as_json, limit, tolerance, strict):
     term = Terminal(ctx.obj.get("wide", False))
     from .fleet import MARKER
 
+    _check_engine(engine, scheduler)
+    if len(files) == 1 and (files[0] / MARKER).exists() and engine == "dask":
+        from . import fleet, fleet_dask as fd
+
+        dds = fd.Dataset(files[0])
+        with fd.cluster(scheduler):
+            summary, m = fd.summarize(dds, int(tolerance * 1e9))
+            for w in summary["warnings"]:
+                term.warning(w)
+            if as_json:
+                rows = ",".join(fleet.row_json(r) for r in fd.merged_rows(m))
+                term.data(json.dumps(summary)[:-1] + ',"incidents_list":[' + rows + "]}")
+                term.flush()
+                return
+            term.lines(rep.text(summary, fd.last_rows(m, limit)))
+        return
     if len(files) == 1 and (files[0] / MARKER).exists():
         from . import fleet
 
@@ -437,15 +476,6 @@ def export(ctx, files, fmt, prefix, dataset, strict):
     term.lines(str(path) for path in frame.export(trace, prefix, fmt))
 
 
-_ENGINE = click.option(
-    "--engine",
-    type=click.Choice(["duckdb"]),
-    default="duckdb",
-    show_default=True,
-    help="What runs the queries on a dataset folder.",
-)
-
-
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -464,20 +494,22 @@ _ENGINE = click.option(
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per incident on stdout.")
 @_ENGINE
+@_SCHEDULER
 @_STRICT
 @click.pass_context
-def merge(ctx, files, output, tolerance, as_json, engine, strict):
+def merge(ctx, files, output, tolerance, as_json, engine, scheduler, strict):
     """Join traces from several hosts (or a dataset folder): each RST sent on one with its victim on another."""
     from . import merge as mg, report as rep
     from .frame import flatten_incident
     from .terminal import Terminal
 
     term = Terminal(ctx.obj.get("wide", False))
+    _check_engine(engine, scheduler)
     if any(f.is_dir() for f in files):
         if len(files) != 1:
             folder = next(f for f in files if f.is_dir())
             raise click.UsageError(f"{folder} is a directory: merge takes one dataset folder, or trace files")
-        return _merge_dataset(term, files[0], output, int(tolerance * 1e9), tolerance, as_json, engine)
+        return _merge_dataset(term, files[0], output, int(tolerance * 1e9), tolerance, as_json, engine, scheduler)
     if len(files) < 2:
         raise click.UsageError("merge needs at least two traces")
     if output is not None:
@@ -513,12 +545,27 @@ def _merge_note(term, stats: dict, tolerance: float) -> None:
     )
 
 
-def _merge_dataset(term, root: Path, output, tolerance_ns: int, tolerance: float, as_json: bool, engine: str) -> None:
+def _merge_dataset(
+    term, root: Path, output, tolerance_ns: int, tolerance: float, as_json: bool, engine: str, scheduler=None
+) -> None:
     """`rsttrace merge DIR`: the same incidents and lines as `merge A B ...`, joined by the engine."""
     from . import fleet as dset, report as rep
 
     if output is not None:
         dset.check_merged_output(root, output)
+    if engine == "dask":
+        from . import fleet_dask as fd
+
+        dds = fd.Dataset(root)  # a bad dataset is named before any cluster starts
+        with fd.cluster(scheduler):
+            m = fd.merge_dask(dds, tolerance_ns)
+            if output is not None:
+                fd.write_merged(root, m, output)
+            for row in fd.merged_rows(m):
+                term.lines([dset.row_json(row) if as_json else rep.incident_line(row)])
+            term.flush()
+        _merge_note(term, m.stats, tolerance)
+        return
     ds = dset.Dataset(root)
     stats = dset.merge_duckdb(ds, tolerance_ns)
     if output is not None:

@@ -403,6 +403,38 @@ MERGE_SET = (
 )
 
 
+# Where the merge takes them from on a join: the receiver's half (its recording's label, its id, ...),
+# clock_skew_ns from the match.
+MERGE_FROM = {
+    "victim_incident_trace": "_label",
+    "victim_incident_id": "id",
+    "victim_incident_kind": "kind",
+    "victim_first_ns": "first_ns",
+    "victim_rec": "rec",
+}
+# The merged table's columns before and after those of merged_plan (victim_host: the victim's
+# recording's host, else the incident's own).
+MERGED_HEAD = ("id", "rec", "source_id", "src", "wall_ns")
+MERGED_TAIL = ("victim_host",)
+
+
+def merged_plan(cols: list[str]) -> list[tuple[str, str]]:
+    """The merged table's columns between MERGED_HEAD and MERGED_TAIL, from the incidents table's
+    columns, each with where its value comes from (every engine builds them from this): "own" the
+    incident's own; "victim" the receiver half's when joined, else its own; "set" / "new" what
+    the merge sets (MERGE_FROM) when joined, else its own value ("set") or null ("new": a column
+    the dataset's incidents do not have)."""
+    plan = []
+    for c in cols:
+        if c in ("rec", "seq", "id", "wall_ns"):
+            continue
+        if victim_field(c):
+            plan.append((c, "victim"))
+        elif c not in MERGE_SET:
+            plan.append((c, "own"))
+    return plan + [(c, "set" if c in cols else "new") for c in MERGE_SET]
+
+
 def victim_field(name: str) -> bool:
     """A flat column that came from the incident's `victim` object (flatten_incident), which a
     merge replaces by the victim host's: not its cgroup columns, nor what the merge sets."""
@@ -462,25 +494,15 @@ def merge_duckdb(ds: Dataset, tolerance_ns: int) -> dict:
             con.execute("INSERT INTO _match SELECT * FROM _pick")
             con.execute("DELETE FROM _cand WHERE i IN (SELECT i FROM _pick) OR j IN (SELECT j FROM _pick)")
         out = []
-        for c in cols:
-            if c in ("rec", "seq", "id", "wall_ns"):
-                continue
-            if c == "date":
-                out.append("s.date")
-            elif victim_field(c):
-                out.append(f"CASE WHEN m.i IS NULL THEN s.{_q(c)} ELSE r.{_q(c)} END AS {_q(c)}")
-            elif c not in MERGE_SET:
+        for c, how in merged_plan(cols):
+            if how == "own":
                 out.append(f"s.{_q(c)}")
-        kept = {c: f"s.{_q(c)}" if c in cols else "NULL" for c in MERGE_SET}
-        new = {
-            "clock_skew_ns": "m.skew",
-            "victim_incident_trace": "r._label",
-            "victim_incident_id": "r.id",
-            "victim_incident_kind": "r.kind",
-            "victim_first_ns": "r.first_ns",
-            "victim_rec": "r.rec",
-        }
-        out += [f"CASE WHEN m.i IS NULL THEN {kept[c]} ELSE {new[c]} END AS {_q(c)}" for c in MERGE_SET]
+            elif how == "victim":
+                out.append(f"CASE WHEN m.i IS NULL THEN s.{_q(c)} ELSE r.{_q(c)} END AS {_q(c)}")
+            else:
+                kept = f"s.{_q(c)}" if how == "set" else "NULL"
+                new = "m.skew" if c == "clock_skew_ns" else f"r.{_q(MERGE_FROM[c])}"
+                out.append(f"CASE WHEN m.i IS NULL THEN {kept} ELSE {new} END AS {_q(c)}")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE merged AS SELECT "
             "row_number() OVER (ORDER BY s.first_ns + s._off, s._src, s.id) AS id, "
@@ -561,11 +583,16 @@ def write_merged(ds: Dataset, path: Path) -> None:
 
 def open_table(root, table: str = "incidents", *, engine: str = "duckdb", tolerance: float = 2.0, threads=None):
     """tracer.dataset(): one table of the dataset at root, lazily, as a DuckDB relation (its
-    connection lives as long as the relation). `merged` runs the cross-host join first."""
+    connection lives as long as the relation), or with engine="dask" as a Dask dataframe
+    (tracer.fleet_dask). `merged` runs the cross-host join first."""
     if table not in (*TABLES, "merged"):
         raise ValueError(f"table must be one of {', '.join((*TABLES, 'merged'))}, not {table!r}")
+    if engine == "dask":
+        from . import fleet_dask
+
+        return fleet_dask.open_table(root, table, tolerance)
     if engine != "duckdb":
-        raise ValueError(f"engine must be duckdb, not {engine!r}")
+        raise ValueError(f"engine must be duckdb or dask, not {engine!r}")
     ds = Dataset(Path(root), threads=threads)
     if table == "merged":
         merge_duckdb(ds, int(tolerance * 1e9))
@@ -578,8 +605,6 @@ def open_table(root, table: str = "incidents", *, engine: str = "duckdb", tolera
 def summarize(ds: Dataset, tolerance_ns: int) -> dict:
     """What tracer.report.summarize says of a merged trace, computed by DuckDB over the dataset's
     merged incidents (merge_duckdb) and events: the same keys and numbers."""
-    from collections import Counter
-
     from .report import NO_SIGPIPE, NO_VICTIM, _clock
 
     merge_duckdb(ds, tolerance_ns)
@@ -647,17 +672,24 @@ def summarize(ds: Dataset, tolerance_ns: int) -> dict:
             else None,
             "cross_host": int(cross),
         }
+    summary["recorder"], summary["warnings"] = recorder_totals([(s[4], s[5]) for s in sources])
+    return summary
+
+
+def recorder_totals(rows) -> tuple[dict, list[str]]:
+    """The recorders' counters added up and their warnings, from the recordings' (summaries,
+    warnings) JSON texts, in recording order: one row per recording, not per incident."""
+    from collections import Counter
+
     stats: Counter = Counter()
     warnings: list[str] = []
-    for s in sources:  # one row per recording, not per incident
-        for summ in json.loads(s[4] or "[]"):
+    for summaries, warned in rows:
+        for summ in json.loads(summaries or "[]"):
             for k, v in ((summ.get("stats") or {}) if isinstance(summ, dict) else {}).items():
                 if isinstance(v, int):
                     stats[k] += v
-        warnings += json.loads(s[5] or "[]")
-    summary["recorder"] = dict(stats)
-    summary["warnings"] = warnings
-    return summary
+        warnings += json.loads(warned or "[]")
+    return dict(stats), warnings
 
 
 def last_rows(ds: Dataset, limit: int) -> list[dict]:
