@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from tests.integration import incident_dump
-from tests.vm.test_compare import comparable, differences
+from tests.vm.test_compare import REASON_SINCE, comparable, differences, kernel_version
 
 
 def incident(pid=812, cpid=4242, port=8000, cport=51234, reason="TCP_ABORT_ON_CLOSE", calls=("write", "write")):
@@ -36,7 +36,13 @@ def incident(pid=812, cpid=4242, port=8000, cport=51234, reason="TCP_ABORT_ON_CL
     }
 
 
-def run(incidents, kernel="6.18.44", plan="tracepoint", missing=()):
+NO_REASON = {"reason": "this kernel lacks enum sk_rst_reason (6.10)"}
+
+
+def run(incidents, kernel="6.18.44", plan="tracepoint", missing=(), says_unknown=True):
+    """As the tracer records a test: before 6.10 each incident says its reason is unknown."""
+    if says_unknown and kernel_version(kernel) < REASON_SINCE:
+        incidents = [dict(i, unknown=NO_REASON) for i in incidents]
     return {"kernel": kernel, "plan": plan, "missing": list(missing), "incidents": incident_dump.normalise(incidents)}
 
 
@@ -89,6 +95,21 @@ def test_reason_is_excused_only_below_6_10():
     # An old kernel cannot name a reason.
     bogus = run([incident()], kernel="6.1.0-50-amd64")
     assert comparable(bogus, new)[1] == ["kernel 6.1.0-50-amd64 has no reset reasons, yet reason=TCP_ABORT_ON_CLOSE"]
+
+
+def test_what_a_kernel_could_not_know_is_said_and_checked():
+    """`unknown` differs by kernel by design: left out of the comparison, but an old kernel's
+    incident must name its missing reason, and a new kernel's tracepoint plan lacks nothing."""
+    new, old = run([incident()]), run([incident(reason=None)], kernel="6.1.0-50-amd64")
+    assert comparable(old, new) == comparable(new, old) and comparable(old, new)[1] == []
+    silent = run([incident(reason=None)], kernel="6.1.0-50-amd64", says_unknown=False)
+    assert comparable(silent, new)[1] == [
+        "kernel 6.1.0-50-amd64 has no reset reasons, yet the incident does not say so: {}"
+    ]
+    claims = run([dict(incident(), unknown=NO_REASON)])
+    assert comparable(claims, new)[1] == [
+        f"kernel 6.18.44 lacks nothing on the tracepoint plan, yet unknown={NO_REASON}"
+    ]
 
 
 def test_missing_send_tracepoint_excuses_only_the_writes_of_the_tracepoint_plan():
