@@ -67,9 +67,9 @@ PROFILES = {
         service_file_size=1 << 20,
         service_cap=4 << 20,
         fleet_pair_hosts=2,
-        fleet_pair_events=50_000,
-        fleet_hosts=20,
-        fleet_events=200_000,
+        fleet_pair_events=20_000,
+        fleet_hosts=10,
+        fleet_events=50_000,
     ),
 }
 
