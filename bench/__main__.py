@@ -15,7 +15,9 @@ from pathlib import Path
 from . import harness as h
 from .report import write_report
 
-PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup", "service")
+PARTS = ("overhead", "bpfcost", "ingest", "ceiling", "memory", "startup", "service", "fleet")
+# Parts that need neither root nor BPF (no churn programs built for them alone).
+UNPRIVILEGED = ("fleet",)
 TRACERS = ("none", "rsttrace", "tcpstates")
 # Not run by default (--tracers): rsttrace with a consumer that takes the records and drops
 # them, so what the kernel side alone costs shows next to the whole.
@@ -43,6 +45,12 @@ PROFILES = {
         service_rate=2000,
         service_file_size=4 << 20,
         service_cap=16 << 20,
+        # fleet: hosts and events (in all) of the pair (pandas vs DuckDB vs Dask) and of the whole
+        # fleet (DuckDB, Dask)
+        fleet_pair_hosts=2,
+        fleet_pair_events=1_000_000,
+        fleet_hosts=200,
+        fleet_events=10_000_000,
     ),
     "quick": dict(
         seconds=3,
@@ -58,6 +66,10 @@ PROFILES = {
         service_rate=2000,
         service_file_size=1 << 20,
         service_cap=4 << 20,
+        fleet_pair_hosts=2,
+        fleet_pair_events=20_000,
+        fleet_hosts=10,
+        fleet_events=50_000,
     ),
 }
 
@@ -350,6 +362,23 @@ def service(p: dict, wd: Path) -> dict:
     return run(p, wd)
 
 
+def fleet(p: dict, wd: Path) -> dict:
+    from .fleet_part import fleet as run
+
+    return run(p, wd, log=log)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """HOSTSxEVENTS, e.g. 200x10000000."""
+    try:
+        hosts, events = (int(x.replace("_", "")) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOSTSxEVENTS, e.g. 2x1000000") from None
+    if hosts < 1 or events < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: hosts and events must be positive")
+    return hosts, events
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short runs: checks the bench, not the machine")
@@ -361,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-seconds", type=float, help="override the memory run's length")
     ap.add_argument("--service-seconds", type=float, help="override the service run's length (600)")
     ap.add_argument(
+        "--fleet-pair", type=_size, metavar="HOSTSxEVENTS", help="fleet: the pandas comparison's size (2x1000000)"
+    )
+    ap.add_argument("--fleet-whole", type=_size, metavar="HOSTSxEVENTS", help="fleet: the whole fleet (200x10000000)")
+    ap.add_argument(
         "--out",
         type=Path,
         help="write the report here (default bench/RESULTS.md; --quick writes bench/RESULTS-quick.md)",
@@ -370,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-    if os.geteuid() != 0:
+    privileged = [x for x in parts if x not in UNPRIVILEGED]
+    if privileged and os.geteuid() != 0:
         print("bench: needs root (BPF, network namespaces): sudo bench/run", file=sys.stderr)
         return 3
     profile = "quick" if args.quick else "full"
@@ -383,14 +417,19 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if val:
             p[key] = val
+    if args.fleet_pair:
+        p["fleet_pair_hosts"], p["fleet_pair_events"] = args.fleet_pair
+    if args.fleet_whole:
+        p["fleet_hosts"], p["fleet_events"] = args.fleet_whole
     p["tracers"] = tuple(t for t in args.tracers.split(",") if t)
     p["mixes"] = tuple(m for m in args.mixes.split(",") if m)
     if set(p["tracers"]) - set(TRACERS + EXTRA_TRACERS) or set(p["mixes"]) - set(MIXES):
         ap.error(f"--tracers: some of {','.join(TRACERS + EXTRA_TRACERS)}; --mixes: some of {','.join(MIXES)}")
     if "overhead" in parts and "tcpstates" in p["tracers"]:
         h.ensure_tcpstates()
-    h.build("churn")
-    h.build("synth")
+    if privileged:
+        h.build("churn")
+        h.build("synth")
     wd = h.workdir()
     results = {
         "profile": profile,

@@ -183,6 +183,10 @@ def generate(
 
     t0 = time.perf_counter()
     p = plan(hosts, events, seed, skew_s, tolerance_s, period_ns)
+    scratch = None
+    if work is None and not keep_traces:  # each host's trace lives here until exported: removed at the end
+        scratch = tempfile.TemporaryDirectory(prefix="rsttrace-fleet-")
+        work = scratch.name
     work = Path(work or tempfile.mkdtemp(prefix="rsttrace-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
     n_ev = 0
@@ -194,6 +198,8 @@ def generate(
         traces.append(path)
         if not keep_traces:
             path.unlink()
+    if scratch is not None:
+        scratch.cleanup()
     return {
         "hosts": hosts,
         "events": n_ev,

@@ -214,4 +214,8 @@ def write_report(r: dict, path: Path) -> None:
         from .service_part import report_lines
 
         lines += report_lines(parts["service"])
+    if "fleet" in parts:
+        from .fleet_part import report_lines as fleet_lines
+
+        lines += fleet_lines(parts["fleet"])
     path.write_text("\n".join(lines))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench import harness as h
 
-pytestmark = pytest.mark.root
 
-
+@pytest.mark.root
 def test_churn_makes_the_exact_mix_and_rsttrace_reports_each_reset(tmp_path):
     unread_bp, linger_bp, count = 1000, 500, 2000
     with h.churn_netns("rstbt") as ns:
@@ -44,6 +45,7 @@ def _has_prctl_tracepoint() -> bool:
         return False
 
 
+@pytest.mark.root
 @pytest.mark.skipif(
     not _has_prctl_tracepoint(),
     reason="task:task_prctl_unknown (the synthetic source's trigger) arrived in kernel 6.13",
@@ -72,6 +74,7 @@ def test_synthetic_source_goes_through_the_real_path(tmp_path):
     assert all([e["errno"] for e in i["victim"]["errors"]] == ["ECONNRESET"] for i in incs)
 
 
+@pytest.mark.root
 @pytest.mark.skipif(not h.TCPSTATES.exists(), reason="bcc's tcpstates not installed (bench/run installs it)")
 def test_tcpstates_runs_here_and_stops(tmp_path):
     with h.churn_netns("rstbt") as ns:
@@ -84,3 +87,68 @@ def test_tcpstates_runs_here_and_stops(tmp_path):
     assert (st.returncode, st.lost) == (0, 0)
     # The header plus at least the 100 server-side moves to CLOSE.
     assert st.lines > 100
+
+
+def test_fleet_part_runs_without_root_and_every_engine_finds_the_planted_pairs(tmp_path, monkeypatch):
+    """`bench/run --only fleet` at a tiny size, as a user without root: nothing is built, every
+    engine's merge finds exactly what the generator planted, and the engines print the same."""
+    pytest.importorskip("duckdb")
+    pytest.importorskip("distributed")
+    from bench import __main__ as bench
+
+    def no_build(name):
+        raise AssertionError(f"the fleet part built {name}")
+
+    monkeypatch.setattr(bench.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bench.h, "build", no_build)
+    out = tmp_path / "R.md"
+    # Another part still needs root: refused before anything runs.
+    assert bench.main(["--only", "fleet,startup", "--out", str(out)]) == 3 and not out.exists()
+    assert bench.main(["--only", "fleet", "--fleet-pair", "2x2000", "--fleet-whole", "4x4000", "--out", str(out)]) == 0
+    f = json.loads(out.with_suffix(".json").read_text())["parts"]["fleet"]
+    pair, whole = f["pair"], f["whole"]
+    # fleet_gen: 10 events a connection, every tenth on one host; with seed 1 the pair's clock
+    # errors are within 2 s of each other (every split connection must join), the four hosts' let
+    # 239 of 360 join (fleet_gen's own count, which every engine's merge must reproduce).
+    assert {k: pair["generated"][k] for k in ("hosts", "events", "connections", "split", "local", "planted")} == {
+        "hosts": 2,
+        "events": 2000,
+        "connections": 200,
+        "split": 180,
+        "local": 20,
+        "planted": 180,
+    }
+    assert {k: whole["generated"][k] for k in ("hosts", "events", "connections", "split", "local", "planted")} == {
+        "hosts": 4,
+        "events": 4000,
+        "connections": 400,
+        "split": 360,
+        "local": 40,
+        "planted": 239,
+    }
+    for scale, engines, expect in (
+        (pair, ["pandas", "duckdb", "dask"], (2, 200, 180, 0, 0)),
+        (whole, ["duckdb", "dask"], (4, 40 + 2 * 360 - 239, 239, 121, 121)),
+    ):
+        assert list(scale["engines"]) == engines
+        keys = ("recordings", "incidents", "cross_host", "unmatched_senders", "unmatched_receivers")
+        assert scale["expected"] == dict(zip(keys, expect))
+        for eng, runs in scale["engines"].items():
+            assert runs["merge"]["note"] == scale["expected"] and runs["merge"]["exact"]
+            # One line per merged incident on stdout.
+            assert runs["merge"]["stdout_lines"] == expect[1]
+            for r in runs.values():
+                assert r["returncode"] == 0
+                # The client, its 2 workers (and at times a helper process), or one process.
+                assert (r["processes"] >= 3) if eng == "dask" else (r["processes"] == 1)
+                assert r["peak_rss_kb"] >= r["largest_rss_sum_kb"] > 0
+        assert scale["same_merge_output"] and scale["same_report_output"]
+        assert scale["all_exit_0"] and scale["all_exact"]
+        assert scale["peak_rss_kb"] == {e: max(r["peak_rss_kb"] for r in scale["engines"][e].values()) for e in engines}
+    assert pair["report_same_as_pandas"]
+    assert list(pair["engines"]["pandas"]) == ["merge", "merge_to_file", "report"]
+    assert f["ok"] and f["memory_met"] == {"duckdb": True, "dask": True}
+    text = out.read_text()
+    assert "## Fleet: merge and report by engine" in text
+    assert "### Two hosts: 2 hosts, 2,000 events" in text and "### The whole fleet: 4 hosts, 4,000 events" in text
+    assert "DuckDB vs pandas: merge" in text and "peak memory (target under 2 GB): duckdb" in text
