@@ -8,6 +8,7 @@ a traceback (RSTTRACE_DEBUG=1 or --debug shows it for an unexpected error).
 from __future__ import annotations
 
 import json
+import itertools
 import os
 import shutil
 import sys
@@ -561,19 +562,23 @@ def _merge_dataset(
             m = fd.merge_dask(dds, tolerance_ns)
             if output is not None:
                 fd.write_merged(root, m, output)
-            for row in fd.merged_rows(m):
-                term.lines([dset.row_json(row) if as_json else rep.incident_line(row)])
-            term.flush()
+            _print_rows(term, fd.merged_rows(m), dset.row_json if as_json else rep.incident_line)
         _merge_note(term, m.stats, tolerance)
         return
     ds = dset.Dataset(root)
     stats = dset.merge_duckdb(ds, tolerance_ns)
     if output is not None:
         dset.write_merged(ds, output)
-    for row in dset.merged_rows(ds):
-        term.lines([dset.row_json(row) if as_json else rep.incident_line(row)])
-    term.flush()
+    _print_rows(term, dset.merged_rows(ds), dset.row_json if as_json else rep.incident_line)
     _merge_note(term, stats, tolerance)
+
+
+def _print_rows(term, rows, line, batch: int = 4096) -> None:
+    """One written block per `batch` rows, not one per row (a fleet's merge prints millions)."""
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, batch)):
+        term.lines(line(r) for r in chunk)
+    term.flush()
 
 
 def _find_compiler() -> str:

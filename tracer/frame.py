@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -263,8 +264,11 @@ def flatten_incident(inc: dict) -> dict:
 def value(x):
     """A flat-row value, with pandas' missing markers (NA, NaN, NaT) as None and whole floats
     (an integer column with gaps) as ints."""
-    if x is None:
-        return None
+    t = type(x)
+    if x is None or t is str or t is int or t is bool:  # the common cases, first
+        return x
+    if t is float:
+        return None if x != x else int(x) if x.is_integer() else x
     try:
         if x != x:  # NaN, NaT
             return None
@@ -279,28 +283,41 @@ def value(x):
     return x
 
 
+_ENDS = ("laddr", "lport", "raddr", "rport")
+_SIDES = ("culprit", "victim", "owner")
+
+
+@functools.lru_cache(maxsize=64)
+def _row_plan(keys: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, tuple[tuple[str, str], ...]]]:
+    """Which flat columns are the incident's own and which belong to a side (culprit_pid ->
+    culprit.pid), worked out once per set of columns."""
+    top, sides = [], {s: [] for s in _SIDES}
+    for k in keys:
+        if k in _ENDS:
+            continue
+        side, _, field = k.partition("_")
+        if side in sides and field and not field.startswith(("cgroup_", "container", "runtime", "pod_uid")):
+            sides[side].append((k, field))
+        else:
+            top.append(k)
+    return tuple(top), {s: tuple(v) for s, v in sides.items()}
+
+
 def incident_of_row(row: dict) -> dict:
     """A flat row (flatten_incident, or a row of load().incidents) as the incident it came from,
     as far as the renderer (tracer/render.py) needs it: so that `report` and `merge` print the
     same text as the live chain, from the same code."""
-    row = {k: value(v) for k, v in row.items()}
-    inc: dict = {
-        "local": {"addr": row.pop("laddr", None), "port": row.pop("lport", None)},
-        "remote": {"addr": row.pop("raddr", None), "port": row.pop("rport", None)},
-    }
-    sides: dict[str, dict] = {"culprit": {}, "victim": {}, "owner": {}}
-    for k, v in row.items():
-        side, _, field = k.partition("_")
-        if side in sides and field and not field.startswith(("cgroup_", "container", "runtime", "pod_uid")):
-            sides[side][field] = v
-        else:
-            inc[k] = v
-    for name, side in sides.items():
-        present = {k: v for k, v in side.items() if v is not None}
-        if name == "victim" and present.get("addr") is None and present.get("pid") is None:
+    top, side_cols = _row_plan(tuple(row))
+    get = row.get
+    inc: dict = {k: value(row[k]) for k in top}
+    inc["local"] = {"addr": value(get("laddr")), "port": value(get("lport"))}
+    inc["remote"] = {"addr": value(get("raddr")), "port": value(get("rport"))}
+    for name, cols in side_cols.items():
+        side = {field: value(row[k]) for k, field in cols}
+        if name == "victim" and side.get("addr") is None and side.get("pid") is None:
             inc[name] = None
             continue
-        if name != "victim" and not present.get("pid"):
+        if name != "victim" and not side.get("pid"):
             inc[name] = None
             continue
         errors = side.get("errors")
@@ -309,7 +326,7 @@ def incident_of_row(row: dict) -> dict:
                 side["errors"] = json.loads(errors)
             else:  # "write ECONNRESET, write EPIPE"
                 side["errors"] = [dict(zip(("call", "errno"), e.split(" ", 1))) for e in errors.split(", ") if e]
-        inc[name] = side if name != "culprit" else present
+        inc[name] = side if name != "culprit" else {k: v for k, v in side.items() if v is not None}
     return inc
 
 
