@@ -82,7 +82,7 @@ def cluster(scheduler: str | None = None):
             n_workers=LOCAL_WORKERS,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never a warning that 8787 is taken
             silence_logs=quiet,
         ) as lc,
         Client(lc) as client,

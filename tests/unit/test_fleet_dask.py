@@ -112,7 +112,7 @@ def test_commands_on_the_local_cluster_print_what_duckdb_prints(dataset, tmp_pat
 def test_an_existing_cluster_of_two_worker_processes_through_scheduler(dataset):
     _, root = dataset
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as client,
     ):
         pids = client.run(os.getpid)  # two worker processes, not this one
