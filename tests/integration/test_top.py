@@ -59,6 +59,20 @@ class Pane:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
+def where_stuck(pid: int) -> str:
+    """Each thread's state and kernel wait channel (what a process that does not exit waits for)."""
+    out = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            out.append(
+                f"  thread {task.name} {(task / 'comm').read_text().strip()}: {stat} {(task / 'wchan').read_text()}"
+            )
+        except OSError as e:
+            out.append(f"  thread {task.name}: {e}")
+    return f"process {pid}:\n" + "\n".join(out)
+
+
 def test_top_shows_a_known_workload_and_quits_on_q(ns):
     tmp = Path(tempfile.mkdtemp(prefix="rsttrace-top-"))
     ready = tmp / "ready"
@@ -103,8 +117,12 @@ def test_top_shows_a_known_workload_and_quits_on_q(ns):
         # --metrics works in top too (the same counters as the service's).
         assert metric(port, "rsttrace_incidents_total", kind="abort-on-close") == 5
         assert metric(port, "rsttrace_sigpipe_deaths_total") == 3
+        pid = pane.pid()
         pane.tmux("send-keys", "-t", "top", "q")
-        status = poll("top to quit on q", pane.dead, timeout=30)
+        try:
+            status = poll("top to quit on q", pane.dead, timeout=30)
+        except AssertionError as e:  # say where it is stuck, for the next person
+            raise AssertionError(f"{e}\n{where_stuck(pid)}\n{pane.screen()}") from None
         assert status == "0", pane.screen()
         final = pane.screen()
         assert "5 incident(s); 0 event(s) lost" in final, final
