@@ -47,6 +47,8 @@ def check_rotation(files: list[Path]) -> None:
         assert f.stat().st_size <= FILE
         assert records(f)[0]["type"] == "header"
     for f, nxt in zip(files, files[1:]):
+        if seq(nxt) != seq(f) + 1:
+            continue  # the file between them was renamed away (SIGHUP): the rule links neighbours
         first = records(nxt)[1]
         assert f.stat().st_size + len(dumps(first).encode()) + 1 > FILE, (f, nxt)
 
