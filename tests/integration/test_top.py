@@ -36,6 +36,21 @@ class Pane:
         self.tmux("set-option", "-t", "top", "remain-on-exit", "on")
         return self
 
+    def exit_status(self, pid: int) -> str | None:
+        """As dead(), or, once the program has exited but the tmux server has not reaped it yet
+        (a zombie: seen next to a busy VM for over 30 s), its status from /proc."""
+        dead = self.dead()
+        if dead:
+            return dead
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # reaped: tmux says it next time
+        if fields[0] != "Z":
+            return None
+        code = int(fields[49])  # field 52, exit_code, as waitpid(2) reports it
+        return f"signal {code & 0x7F}" if code & 0x7F else str(code >> 8)
+
     def pid(self) -> int:
         return int(self.tmux("list-panes", "-t", "top", "-F", "#{pane_pid}").strip())
 
@@ -120,7 +135,7 @@ def test_top_shows_a_known_workload_and_quits_on_q(ns):
         pid = pane.pid()
         pane.tmux("send-keys", "-t", "top", "q")
         try:
-            status = poll("top to quit on q", pane.dead, timeout=30)
+            status = poll("top to quit on q", lambda: pane.exit_status(pid), timeout=30)
         except AssertionError as e:  # say where it is stuck, for the next person
             raise AssertionError(f"{e}\n{where_stuck(pid)}\n{pane.screen()}") from None
         assert status == "0", pane.screen()
