@@ -522,18 +522,22 @@ def merge(ctx, files, output, tolerance, as_json, engine, scheduler, strict):
     if output is not None:
         mg.write(list(files), output, sources, incidents, stats, strict=strict)
     hosts = [s.get("host") for s in sources]
-    for inc in incidents:
-        if as_json:
-            term.data(mg.to_json(inc))
-            continue
+
+    def line(inc: dict) -> str:
         row = flatten_incident(inc)
         row["host"] = hosts[inc["src"]]
         row["victim_host"] = (
             hosts[inc["victim"]["src"]] if inc.get("victim") and "src" in inc["victim"] else row["host"]
         )
         row["wall_ns"] = inc["timestamps"]["first_ns"] + sources[inc["src"]]["wall_offset_ns"]
-        term.lines([rep.incident_line(row)])
-    term.flush()
+        return rep.incident_line(row)
+
+    if as_json:
+        for inc in incidents:
+            term.data(mg.to_json(inc))
+        term.flush()
+    else:
+        _print_rows(term, incidents, line)
     _merge_note(term, stats, tolerance)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import tpformat
-from .hooks import OPTIONAL_TRACEPOINTS, REQUIRED_TRACEPOINTS, TRACEPOINTS  # noqa: F401 (re-exported)
+from .hooks import REQUIRED_TRACEPOINTS, TRACEPOINTS
 from .btf import VMLINUX_BTF, Btf, BtfError
 from .errors import NoBtf, NoTracefs, NoTracepoint
 

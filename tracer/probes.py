@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from .errors import BpfLoadError, NoBcc, PlanUnavailable
 from . import cgroups
-from .hooks import HOOKS, KPROBES
+from .hooks import HOOKS, KPROBES, OPTIONAL_TRACEPOINTS
 from . import build
 from .build import bpf_dir, scaffold_dir
-from .kernel import NOSK_FUNCS, OPTIONAL_TRACEPOINTS, KernelFeatures
+from .kernel import NOSK_FUNCS, KernelFeatures
 
 _KPROBE_TRIAL = "int kprobe__tcp_close(struct pt_regs *ctx) { return 0; }"
 _FENTRY_TRIAL = "KFUNC_PROBE(tcp_close) { return 0; }"
@@ -127,10 +127,8 @@ def make_plan(feats: KernelFeatures, trials: list[Trial], force: str | None = No
         plan.why = "the kernel allows kprobes"
     tps = [h.name for h in HOOKS if h.is_tracepoint and not h.io and name in h.plans and feats.has(h.name)]
     io = feats.io_errors_from
-    if io == "tracepoint":
-        tps += ["sock_send_length", "sock_recv_length"]
-    elif io == "sys_exit":
-        tps.append("sys_exit")
+    if io is not None:  # one source of the peer's failing calls: its tracepoints, or sys_exit
+        tps += [h.name for h in HOOKS if h.io and (h.group == "raw_syscalls") == (io == "sys_exit")]
     plan.hooks = tps
     if name == "kprobe":
         assert isinstance(kp_args, dict)

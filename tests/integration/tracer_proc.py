@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.ready import START_STALL, START_TIMEOUT, TIMEOUT_SCALE, cpu_seconds, wait_ready  # noqa: F401
+from testbed.ready import TIMEOUT_SCALE, wait_ready
 
 from . import incident_dump
 
